@@ -1,0 +1,107 @@
+# pgcluster.sh - throwaway PostgreSQL clusters for tests, demos and benchmarks.
+# Source it from bash:  . scripts/pgcluster.sh
+#
+#   tl_build_install      build the extension and install it into a private copy
+#                         of the PostgreSQL installation (build/tmp_install), so
+#                         no root is needed and checkouts don't disturb each other
+#   tl_cluster_start DIR  initdb + start a cluster in DIR on its own port and socket
+#   tl_cluster_stop DIR   stop it (also registered as an EXIT trap by start)
+#   tl_psql ARGS...       psql against the running cluster as its superuser
+#   tl_as_server CMD...   run a command as the OS user the server runs as
+#
+# As root the server runs as the unprivileged OS user "postgres" (created by
+# Debian's postgresql package, or here if missing); otherwise as the caller.
+# Exports PGHOST, PGPORT, PGUSER, PGDATABASE and puts the private bin dir first on PATH.
+
+TL_REPO=${TL_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+TL_PG_CONFIG=${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}
+TL_TMP_INSTALL=${TL_TMP_INSTALL:-$TL_REPO/build/tmp_install}
+
+tl_log() { printf '== %s\n' "$*" >&2; }
+
+if [ "$(id -u)" = 0 ]; then
+	TL_SERVER_USER=${TL_SERVER_USER:-postgres}
+	id "$TL_SERVER_USER" >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin "$TL_SERVER_USER"
+else
+	TL_SERVER_USER=$(id -un)
+fi
+
+tl_as_server() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u "$TL_SERVER_USER" -- env PATH="$PATH" "$@"
+	else
+		"$@"
+	fi
+}
+
+# A private copy of the server installation, found relative to its binaries
+# (PostgreSQL installations are relocatable), with this extension installed.
+tl_build_install() {
+	local bindir sharedir libdir pkglibdir
+	bindir=$("$TL_PG_CONFIG" --bindir)
+	sharedir=$("$TL_PG_CONFIG" --sharedir)
+	libdir=$(dirname "$bindir")
+	if [ ! -x "$TL_TMP_INSTALL$bindir/postgres" ]; then
+		tl_log "copying $libdir and $sharedir into $TL_TMP_INSTALL"
+		mkdir -p "$TL_TMP_INSTALL$(dirname "$libdir")" "$TL_TMP_INSTALL$(dirname "$sharedir")"
+		cp -a "$libdir" "$TL_TMP_INSTALL$(dirname "$libdir")/"
+		cp -a "$sharedir" "$TL_TMP_INSTALL$(dirname "$sharedir")/"
+	fi
+	tl_log "building transfer"
+	make -C "$TL_REPO" -s -j"$(nproc)" PG_CONFIG="$TL_PG_CONFIG" >/dev/null || return 1
+	make -C "$TL_REPO" -s install PG_CONFIG="$TL_PG_CONFIG" DESTDIR="$TL_TMP_INSTALL" >/dev/null || return 1
+	chmod -R a+rX "$TL_TMP_INSTALL"
+	export PATH="$TL_TMP_INSTALL$bindir:$PATH"
+	export PG_CONFIG="$TL_TMP_INSTALL$bindir/pg_config"
+}
+
+# A port derived from the directory, so clusters of different checkouts don't collide.
+tl_port_for() {
+	echo $(( 50000 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 10000 ))
+}
+
+tl_cluster_start() {
+	local dir=$1; shift
+	local port
+	port=${TL_PORT:-$(tl_port_for "$dir")}
+	tl_cluster_stop "$dir" 2>/dev/null
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	[ "$(id -u)" = 0 ] && chown "$TL_SERVER_USER" "$dir"
+	tl_as_server initdb -D "$dir/data" -U "$TL_SERVER_USER" --auth=trust --no-sync -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
+		|| { cat "$dir/initdb.log" >&2; return 1; }
+	cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $port
+unix_socket_directories = '$dir'
+fsync = off
+max_worker_processes = 16
+max_parallel_workers = 8
+max_parallel_workers_per_gather = 2
+shared_buffers = 256MB
+logging_collector = off
+log_min_messages = warning
+log_line_prefix = '%m [%p] '
+lc_messages = 'C'
+CONF
+	for setting in "$@"; do echo "$setting" >>"$dir/data/postgresql.conf"; done
+	tl_as_server pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+		|| { cat "$dir/server.log" >&2; return 1; }
+	export PGHOST=$dir PGPORT=$port PGUSER=$TL_SERVER_USER PGDATABASE=postgres
+	tl_log "cluster running in $dir (port $port, server user $TL_SERVER_USER)"
+}
+
+tl_cluster_stop() {
+	local dir=$1
+	[ -f "$dir/data/postmaster.pid" ] || return 0
+	tl_as_server pg_ctl -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 \
+		|| tl_as_server pg_ctl -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+}
+
+tl_psql() {
+	psql -X -v ON_ERROR_STOP=1 -q "$@"
+}
+
+# The dataset beside the repository (read-only, never copied into the repo).
+TL_HYMENOPTERA=${TL_HYMENOPTERA:-$(cd "$TL_REPO/.." && pwd)/shared/data/hymenoptera_data}

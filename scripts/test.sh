@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Run every test: the core's C unit tests (no server), then pg_regress,
+# pgTAP and the scripted server tests against a throwaway cluster that this
+# script creates, starts and removes.  Any failure makes it exit non-zero.
+#
+#   scripts/test.sh              everything
+#   TL_SKIP_SANITIZE=1 scripts/test.sh   skip the ASan/UBSan unit-test pass
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/pgcluster.sh
+
+passed=0
+failed=0
+failures=()
+suite() {			# suite NAME CMD...: run one suite, count it
+	local name=$1; shift
+	tl_log "suite: $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+}
+
+suite "unit" make -s unittest
+if [ -z "${TL_SKIP_SANITIZE:-}" ]; then
+	suite "unit (ASan+UBSan)" make -s unittest SANITIZE=1
+fi
+
+if ! tl_build_install; then
+	echo "build failed"; echo "0 passed, 1 failed"; exit 1
+fi
+
+CLUSTER=$TL_REPO/build/test-cluster
+trap 'tl_cluster_stop "$CLUSTER"' EXIT
+tl_cluster_start "$CLUSTER" || { echo "0 passed, 1 failed"; exit 1; }
+export TL_CLUSTER=$CLUSTER
+
+regress() {
+	rm -rf results regression.diffs regression.out
+	if make -s installcheck PG_CONFIG="$PG_CONFIG"; then
+		return 0
+	fi
+	[ -f regression.diffs ] && cat regression.diffs
+	return 1
+}
+suite "pg_regress" regress
+
+pgtap() {
+	local db=transfer_tap
+	dropdb --if-exists "$db" && createdb "$db" || return 1
+	psql -X -q -d "$db" -c 'CREATE EXTENSION pgtap; CREATE EXTENSION transfer;' || return 1
+	pg_prove -d "$db" --ext .sql -r test/pgtap
+}
+[ -n "$(ls test/pgtap/*.sql 2>/dev/null)" ] && suite "pgTAP" pgtap
+
+# Scripted tests (dump/restore, crashes, replicas, oracles): executables in
+# test/t that print TAP, run with the cluster's environment.
+[ -n "$(ls test/t/*.sh 2>/dev/null)" ] && suite "scripted" prove -f --exec bash test/t/
+
+echo
+if [ $failed -gt 0 ]; then
+	echo "failed suites: ${failures[*]}"
+	[ -f "$CLUSTER/server.log" ] && tail -n 30 "$CLUSTER/server.log"
+fi
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]

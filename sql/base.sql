@@ -1,0 +1,2 @@
+-- The extension loads and reports its version.
+SELECT tl_version();

@@ -1,0 +1,50 @@
+/*
+ * transfer.c - module entry point: PG_MODULE_MAGIC and the extension's
+ * settings.  Each concern's SQL functions live in their own file.
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "tl_image.h"
+#include "tl_resnet.h"
+#include "transfer_pg.h"
+
+PG_MODULE_MAGIC;
+
+/* Settings, defined here so there is one list of them. */
+int			tl_guc_max_image_pixels = (int) TL_DEFAULT_MAX_PIXELS;
+int			tl_guc_blas_threads = 1;
+
+static void
+assign_blas_threads(int newval, void *extra)
+{
+	tl_set_num_threads(newval);
+}
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("transfer.max_image_pixels",
+							"Largest image (width * height) that will be decoded.",
+							"Checked from the image header before any large allocation. "
+							"The default is Pillow's MAX_IMAGE_PIXELS.",
+							&tl_guc_max_image_pixels,
+							(int) TL_DEFAULT_MAX_PIXELS, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("transfer.blas_threads",
+							"Compute threads used by this process for training and prediction.",
+							"Keep at 1 in ordinary backends so parallel workers do not "
+							"oversubscribe the CPU; training workers use transfer.train_threads.",
+							&tl_guc_blas_threads,
+							1, 1, 64,
+							PGC_USERSET, 0, NULL, assign_blas_threads, NULL);
+
+	MarkGUCPrefixReserved("transfer");
+}

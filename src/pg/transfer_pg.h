@@ -1,0 +1,9 @@
+/* transfer_pg.h - shared declarations of the PostgreSQL layer. */
+#ifndef TRANSFER_PG_H
+#define TRANSFER_PG_H
+
+/* Settings (transfer.c). */
+extern int	tl_guc_max_image_pixels;
+extern int	tl_guc_blas_threads;
+
+#endif
