@@ -38,9 +38,22 @@ typedef struct tl_ckpt_limits
 
 extern const tl_ckpt_limits tl_ckpt_default_limits;
 
-/* Read any supported format into a new state dict (fp32; f16/bf16/f64 converted). */
+/*
+ * Read any supported format into a new state dict (fp32; f16/bf16/f64
+ * converted; BatchNorm's int64 num_batches_tracked dropped).  limits may be
+ * NULL for the defaults.  fmt (may be NULL) gets the detected format even on
+ * failure.  On failure *out is NULL.
+ */
 tl_code		tl_checkpoint_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
 							   tl_state_dict **out, tl_ckpt_format *fmt, tl_error *err);
+
+/* The format readers tl_checkpoint_read dispatches to, callable directly. */
+tl_code		tl_safetensors_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
+								tl_state_dict **out, tl_error *err);
+tl_code		tl_torch_zip_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
+							  tl_state_dict **out, tl_error *err);
+tl_code		tl_torch_legacy_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
+								 tl_state_dict **out, tl_error *err);
 
 /* safetensors with optional string metadata (keys/values arrays of n_meta). */
 tl_code		tl_safetensors_write(const tl_state_dict *sd, const char *const *meta_keys,
