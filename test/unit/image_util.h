@@ -1,0 +1,56 @@
+/* image_util.h - helpers shared by the image unit tests. */
+#ifndef TL_TEST_IMAGE_UTIL_H
+#define TL_TEST_IMAGE_UTIL_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define FIXTURES "test/fixtures/image/"
+
+/* Whole file into a malloc'ed buffer (NULL if unreadable); *len set. */
+static inline uint8_t *
+read_file(const char *path, size_t *len)
+{
+	FILE	   *f = fopen(path, "rb");
+	uint8_t    *buf = NULL;
+	long		n;
+
+	*len = 0;
+	if (f == NULL)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
+	{
+		buf = malloc(n > 0 ? (size_t) n : 1);
+		if (buf && fread(buf, 1, (size_t) n, f) != (size_t) n)
+		{
+			free(buf);
+			buf = NULL;
+		}
+		else
+			*len = (size_t) n;
+	}
+	fclose(f);
+	return buf;
+}
+
+static inline uint8_t *
+read_fixture(const char *name, size_t *len)
+{
+	char		path[512];
+
+	snprintf(path, sizeof(path), FIXTURES "%s", name);
+	return read_file(path, len);
+}
+
+static inline uint64_t
+fnv1a64(const uint8_t *p, size_t n)
+{
+	uint64_t	h = UINT64_C(0xcbf29ce484222325);
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+#endif

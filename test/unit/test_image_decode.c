@@ -1,0 +1,138 @@
+/*
+ * Unit tests: JPEG/PNG decoding against Pillow's convert('RGB').
+ * Tolerance: none, decoded pixels must equal Pillow's byte for byte
+ * (Pillow uses the same libjpeg-turbo with the same settings).
+ */
+#include <string.h>
+
+#include "image_util.h"
+#include "tap.h"
+#include "tl_image.h"
+
+#define REAL_DATA "/work/shared/data/hymenoptera_data/"
+
+static void
+check_decode(const char *name, int want_w, int want_h, const char *ref_name)
+{
+	size_t		len,
+				ref_len;
+	uint8_t    *data = read_fixture(name, &len);
+	uint8_t    *ref = read_fixture(ref_name, &ref_len);
+	tl_image	img;
+	tl_error	err;
+	tl_code		rc;
+
+	if (!ok(data && ref, "%s and %s readable", name, ref_name))
+		goto out;
+	rc = tl_image_decode(data, len, TL_DEFAULT_MAX_PIXELS, &img, &err);
+	if (!is_int(rc, TL_OK, "%s decodes", name))
+	{
+		diag("%s", err.message);
+		goto out;
+	}
+	ok(img.width == want_w && img.height == want_h, "%s is %dx%d", name, want_w, want_h);
+	if (ref_len == (size_t) img.width * img.height * 3)
+	{
+		size_t		diffs = 0,
+					first = 0;
+
+		for (size_t i = 0; i < ref_len; i++)
+			if (img.rgb[i] != ref[i] && diffs++ == 0)
+				first = i;
+		if (!ok(diffs == 0, "%s pixels equal Pillow's", name))
+			diag("%zu bytes differ, first at %zu: %d vs %d", diffs, first, img.rgb[first], ref[first]);
+	}
+	else
+		ok(0, "%s reference size %zu", name, ref_len);
+	tl_image_free(&img);
+out:
+	free(data);
+	free(ref);
+}
+
+static void
+check_real(const char *rel, int want_w, int want_h, uint64_t want_hash)
+{
+	char		path[512];
+	size_t		len;
+	uint8_t    *data;
+	tl_image	img;
+	tl_error	err;
+
+	snprintf(path, sizeof(path), REAL_DATA "%s", rel);
+	data = read_file(path, &len);
+	if (data == NULL)
+	{
+		ok(1, "# SKIP %s not present", path);
+		return;
+	}
+	if (is_int(tl_image_decode(data, len, TL_DEFAULT_MAX_PIXELS, &img, &err), TL_OK, "%s decodes", rel))
+	{
+		ok(img.width == want_w && img.height == want_h, "%s is %dx%d", rel, want_w, want_h);
+		ok(fnv1a64(img.rgb, (size_t) img.width * img.height * 3) == want_hash,
+		   "%s pixels hash like Pillow's", rel);
+		tl_image_free(&img);
+	}
+	free(data);
+}
+
+/* Walk refs.txt: "decode NAME W H REF" and "real REL W H HASH ..." lines. */
+static void
+test_refs(void)
+{
+	size_t		len;
+	char	   *text = (char *) read_fixture("refs.txt", &len);
+	char	   *line,
+			   *save = NULL;
+	int			n = 0;
+
+	if (!ok(text != NULL, "refs.txt readable"))
+		return;
+	text = realloc(text, len + 1);
+	text[len] = '\0';
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+	{
+		char		name[256],
+					ref[256];
+		int			w,
+					h;
+		unsigned long long hash;
+
+		if (sscanf(line, "decode %255s %d %d %255s", name, &w, &h, ref) == 4)
+		{
+			check_decode(name, w, h, ref);
+			n++;
+		}
+		else if (sscanf(line, "real %255s %d %d %llx", name, &w, &h, &hash) == 4)
+			check_real(name, w, h, (uint64_t) hash);
+	}
+	ok(n >= 20, "refs.txt lists %d decode references", n);
+	free(text);
+}
+
+static void
+test_limit(void)
+{
+	size_t		len;
+	uint8_t    *data = read_fixture("synth_rgb420.jpg", &len);
+	tl_image	img;
+	tl_error	err;
+
+	is_int(tl_image_decode(data, len, 40 * 30 - 1, &img, &err), TL_E_LIMIT, "JPEG over the pixel limit");
+	ok(strstr(err.message, "40x30") != NULL, "limit message names the size: %s", err.message);
+	ok(img.rgb == NULL, "nothing allocated on failure");
+	is_int(tl_image_decode(data, len, 40 * 30, &img, &err), TL_OK, "JPEG at the pixel limit");
+	tl_image_free(&img);
+	free(data);
+	data = read_fixture("synth_rgb.png", &len);
+	is_int(tl_image_decode(data, len, 100, &img, &err), TL_E_LIMIT, "PNG over the pixel limit");
+	free(data);
+}
+
+int
+main(void)
+{
+	test_refs();
+	test_limit();
+	return tap_done();
+}
