@@ -1,0 +1,143 @@
+/*
+ * tl_nn.h - the engine's layer kernels and its small thread pool (internal).
+ *
+ * One forward/backward pair per layer with flat float pointers and explicit
+ * sizes.  Activations are NHWC: a tensor of P = n*h*w rows of c contiguous
+ * channels.  Kernels never allocate; callers pass planned workspaces.
+ * Backward functions overwrite parameter gradients; input gradients are
+ * written or, where a flag says so, accumulated (residual branches).
+ *
+ * OWNER: engine (issue 3).  Not a contract for other modules.
+ */
+#ifndef TL_NN_H
+#define TL_NN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Channel count limit of the BN and pooling kernels (per-channel coefficients live on the stack). */
+#define TL_NN_MAX_CHANNELS 2048
+
+/* ---- thread pool (tl_parallel.c) ---- */
+
+#define TL_MAX_THREADS 64
+
+/* fn(ctx, begin, end, chunk): one contiguous slice of [0, n), chunk < tl_get_num_threads(). */
+typedef void (*tl_range_fn) (void *ctx, int64_t begin, int64_t end, int chunk);
+
+/*
+ * Split [0, n) into at most tl_get_num_threads() slices of at least `grain`
+ * items and run them on the pool (the caller runs slice 0).  Returns when all
+ * are done and returns the number of slices used (their chunk ids are
+ * 0 .. result-1).  Never call BLAS from fn: OpenBLAS has its own threads.
+ */
+int			tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx);
+
+/* ---- convolution (tl_nn_conv.c): PyTorch Conv2d without bias ---- */
+
+typedef struct tl_conv_shape
+{
+	int			n,
+				h,
+				w,
+				c;				/* input NHWC */
+	int			oc,
+				k,
+				stride,
+				pad;			/* square kernel k x k */
+	int			oh,
+				ow;				/* output spatial size */
+} tl_conv_shape;
+
+/* Output size for input size `in`: floor((in + 2 pad - k) / stride) + 1. */
+int			tl_conv_out_size(int in, int k, int stride, int pad);
+/* Floats of the cols workspace a conv needs: n*oh*ow * c*k*k (0 if none). */
+int64_t		tl_conv_workspace(const tl_conv_shape *s);
+
+/*
+ * y (n*oh*ow x oc) = cols(x) * W^T, W in PyTorch's (oc, c, k, k) layout; the
+ * cols rows are ordered (c, kh, kw) to match it, so weights are never repacked.
+ */
+void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
+							const tl_conv_shape *s);
+
+/*
+ * dw (oc, c, k, k) = dy^T * cols(x)   (overwritten; skipped if dw is NULL)
+ * dx = col2im(dy * W)                 (skipped if dx is NULL; accumulated into
+ *                                      dx when accumulate, else overwritten)
+ */
+void		tl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
+							 const float *w, float *ws, const tl_conv_shape *s,
+							 bool accumulate);
+
+void		tl_im2col(const float *x, float *cols, const tl_conv_shape *s);
+void		tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accumulate);
+
+/* ---- BatchNorm2d (tl_nn_batchnorm.c), over P rows of C channels ---- */
+
+/* Per-thread partial sums a BN pass needs: doubles. */
+#define TL_BN_PARTIALS(C) ((int64_t) TL_MAX_THREADS * 2 * (C))
+
+/*
+ * Train mode: batch statistics (biased variance for normalising), running
+ * statistics updated with momentum using the unbiased variance, then
+ * y = [relu](x_hat * gamma + beta [+ residual]).  save_mean/save_invstd keep
+ * what backward needs.  y may alias residual, not x.  Needs P >= 2.
+ */
+void		tl_bn_forward_train(float *y, const float *x, const float *gamma, const float *beta,
+								float *running_mean, float *running_var,
+								float *save_mean, float *save_invstd,
+								const float *residual, bool relu,
+								int64_t P, int C, float momentum, float eps, double *partials);
+
+/* Eval mode: running statistics. */
+void		tl_bn_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+							   const float *running_mean, const float *running_var,
+							   const float *residual, bool relu, int64_t P, int C, float eps);
+
+/*
+ * Backward of train mode.  If relu_out is not NULL the incoming gradient is
+ * first masked by relu_out > 0 (the fused ReLU after this BN) and, if
+ * dy_masked is not NULL, the masked gradient is also stored there (the
+ * residual branch needs it).  dx may alias dy.  dgamma/dbeta are overwritten
+ * (skipped if NULL).
+ */
+void		tl_bn_backward(float *dx, float *dgamma, float *dbeta, float *dy_masked,
+						   const float *dy, const float *relu_out, const float *x,
+						   const float *gamma, const float *save_mean, const float *save_invstd,
+						   int64_t P, int C, double *partials);
+
+/* ---- elementwise, pooling, linear, loss (tl_nn_layers.c) ---- */
+
+/* dx = dy where out > 0, else 0 (dx may alias dy). */
+void		tl_relu_backward(float *dx, const float *dy, const float *out, int64_t count);
+
+/* MaxPool2d(k, stride, pad) NHWC; argmax holds the input offset (ih*w + iw) per output. */
+void		tl_maxpool_forward(float *y, int32_t *argmax, const float *x, int n, int h, int w,
+							   int c, int k, int stride, int pad, int oh, int ow);
+/* dx (overwritten) from dy and the argmax of forward. */
+void		tl_maxpool_backward(float *dx, const float *dy, const int32_t *argmax, int n, int h,
+								int w, int c, int k, int stride, int pad, int oh, int ow);
+
+/* Global average pool: y (n x c) = mean over hw rows of x. */
+void		tl_avgpool_forward(float *y, const float *x, int n, int hw, int c);
+void		tl_avgpool_backward(float *dx, const float *dy, int n, int hw, int c);
+
+/* y (n x out) = x (n x in) * W^T + b, W (out x in) as PyTorch stores it. */
+void		tl_linear_forward(float *y, const float *x, const float *w, const float *b,
+							  int n, int in, int out);
+/* dw, db overwritten (skipped if NULL); dx overwritten (skipped if NULL). */
+void		tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+							   const float *w, int n, int in, int out);
+
+/*
+ * Softmax cross-entropy averaged over n rows (labels already validated).
+ * Returns the mean loss; dlogits (if not NULL) = (softmax - onehot) / n.
+ */
+double		tl_softmax_xent(const float *logits, const int32_t *labels, int n, int classes,
+							float *dlogits);
+/* probs = softmax(logits) row-wise. */
+void		tl_softmax(float *probs, const float *logits, int n, int classes);
+
+#endif
