@@ -87,4 +87,53 @@ typedef struct tl_crop_box
 	int			top, left, height, width;
 } tl_crop_box;
 
+/*
+ * Eval resize for an output size: 256 for 224 (the tutorial), otherwise the
+ * same 256/224 ratio rounded to nearest: (size * 256 + 112) / 224.
+ */
+int			tl_eval_resize_for(int size);
+
+/*
+ * ToTensor + Normalize of RGB8 pixels, computed in fp32 exactly as torchvision
+ * does ((v / 255 - mean) / std): npix pixels of 3 bytes -> 3 * npix floats.
+ */
+void		tl_normalize_rgb8(const uint8_t *rgb, size_t npix, float *out);
+
+/* The evaluation transform before ToTensor: crop * crop * 3 bytes of RGB8. */
+tl_code		tl_transform_eval_rgb8(const tl_image *img, int resize, int crop,
+								   uint8_t *out, tl_error *err);
+
+/*
+ * One try of RandomResizedCrop.get_params (scale (0.08, 1), ratio (3/4, 4/3)):
+ * area_frac is torchvision's uniform(0.08, 1) draw and aspect its
+ * exp(uniform(log 3/4, log 4/3)) draw.  Returns 1 and the crop size when the
+ * try fits the image, 0 when torchvision would try again.
+ */
+int			tl_rrc_try_size(int width, int height, double area_frac, double aspect,
+							int *crop_height, int *crop_width);
+
+/* The box torchvision falls back to after ten failed tries. */
+tl_crop_box tl_rrc_fallback_box(int width, int height);
+
+/*
+ * RandomResizedCrop.get_params with draws from rng: up to ten tries, each
+ * drawing area_frac and aspect (in fp32, like torch's uniform_), then the
+ * top and left offsets uniformly (torch.randint) for the first try that fits.
+ */
+tl_crop_box tl_rrc_sample(int width, int height, tl_rng *rng);
+
+/*
+ * F.resized_crop(img, box, [size, size], BILINEAR) (crop, then Pillow's
+ * resize), mirrored left-right when flip: size * size * 3 bytes of RGB8.
+ */
+tl_code		tl_transform_crop_rgb8(const tl_image *img, tl_crop_box box, int size,
+								   int flip, uint8_t *out, tl_error *err);
+
+/*
+ * The training transform before ToTensor: a box from tl_rrc_sample, then a
+ * flip with probability 0.5 (one more uniform draw), then the crop.
+ */
+tl_code		tl_transform_train_rgb8(const tl_image *img, int size, tl_rng *rng,
+									uint8_t *out, tl_error *err);
+
 #endif

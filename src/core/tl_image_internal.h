@@ -22,4 +22,14 @@ tl_code		tl_image_unsupported(const uint8_t *data, size_t len,
 tl_code		tl_image_check_size(const char *what, int64_t width, int64_t height,
 								int64_t max_pixels, tl_error *err);
 
+/*
+ * Pillow's Image.resize((out_w, out_h), BILINEAR) of an RGB8 image, computing
+ * only the output window [win_x, win_x + win_w) x [win_y, win_y + win_h) into
+ * dst (rows dst_stride bytes apart).  src may be a view into a larger image
+ * (src_stride bytes per row), which is how a crop is resized without a copy.
+ */
+tl_code		tl_resample_bilinear(const uint8_t *src, int src_w, int src_h, size_t src_stride,
+								 int out_w, int out_h, int win_x, int win_y, int win_w, int win_h,
+								 uint8_t *dst, size_t dst_stride, tl_error *err);
+
 #endif

@@ -267,6 +267,11 @@ def main():
                 % (Image.__version__, __import__("torchvision").__version__))
         f.write("\n".join(refs) + "\n")
 
+    # ToTensor + Normalize of every byte value, as [value][channel] fp32.
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    t = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])(Image.fromarray(ramp))
+    open(os.path.join(OUT, "normalize.f32"), "wb").write(t[:, 0, :].T.contiguous().numpy().astype("<f4").tobytes())
+
     # RandomResizedCrop boxes for many sizes and seeds, including fallback cases.
     lines = []
     sizes = [(500, 375), (375, 500), (224, 224), (1, 1), (10000, 1), (1, 10000), (300, 4), (5, 260),

@@ -9,7 +9,6 @@
 #include "tap.h"
 #include "tl_image.h"
 
-#define REAL_DATA "/work/shared/data/hymenoptera_data/"
 
 static void
 check_decode(const char *name, int want_w, int want_h, const char *ref_name)
@@ -53,17 +52,14 @@ out:
 static void
 check_real(const char *rel, int want_w, int want_h, uint64_t want_hash)
 {
-	char		path[512];
 	size_t		len;
-	uint8_t    *data;
+	uint8_t    *data = read_hymenoptera(rel, &len);
 	tl_image	img;
 	tl_error	err;
 
-	snprintf(path, sizeof(path), REAL_DATA "%s", rel);
-	data = read_file(path, &len);
 	if (data == NULL)
 	{
-		ok(1, "# SKIP %s not present", path);
+		ok(1, "# SKIP hymenoptera %s not present", rel);
 		return;
 	}
 	if (is_int(tl_image_decode(data, len, TL_DEFAULT_MAX_PIXELS, &img, &err), TL_OK, "%s decodes", rel))

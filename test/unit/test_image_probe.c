@@ -83,9 +83,9 @@ test_bytes(void)
 static void
 test_hymenoptera_gif(void)
 {
-	const char *path = "/work/shared/data/hymenoptera_data/train/ants/imageNotFound.gif";
+	const char *path = "train/ants/imageNotFound.gif";
 	size_t		len;
-	uint8_t    *data = read_file(path, &len);
+	uint8_t    *data = read_hymenoptera(path, &len);
 	tl_error	err;
 	tl_image_format fmt;
 	int			w,
@@ -93,7 +93,7 @@ test_hymenoptera_gif(void)
 
 	if (data == NULL)
 	{
-		ok(1, "# SKIP %s not present", path);
+		ok(1, "# SKIP hymenoptera %s not present", path);
 		return;
 	}
 	is_int(tl_image_probe(data, len, &fmt, &w, &h, &err), TL_E_UNSUPPORTED, "hymenoptera's GIF is unsupported");
