@@ -103,5 +103,53 @@ tl_psql() {
 	psql -X -v ON_ERROR_STOP=1 -q "$@"
 }
 
-# The dataset beside the repository (read-only, never copied into the repo).
-TL_HYMENOPTERA=${TL_HYMENOPTERA:-$(cd "$TL_REPO/.." && pwd)/shared/data/hymenoptera_data}
+# The dataset beside the repository (read-only, never copied into the repo):
+# $TL_HYMENOPTERA if set, else ../shared/data/hymenoptera_data next to this
+# checkout, or next to the main checkout when this is a git worktree.
+tl_find_hymenoptera() {
+	local common cand
+	common=$(git -C "$TL_REPO" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)
+	for cand in "$TL_REPO/../shared/data/hymenoptera_data" \
+			${common:+"$(dirname "$common")/../shared/data/hymenoptera_data"}; do
+		if [ -d "$cand/train" ]; then
+			(cd "$cand" && pwd)
+			return 0
+		fi
+	done
+	echo "$TL_REPO/../shared/data/hymenoptera_data"
+	return 1
+}
+TL_HYMENOPTERA=${TL_HYMENOPTERA:-$(tl_find_hymenoptera)}
+
+# tl_image_subset DEST: a small ImageFolder tree for the ingestion tests,
+# copied from the dataset beside the repo (never committed) and readable by
+# the server: the first JPEGs (byte order) of each class, hymenoptera's GIF,
+# the committed PNG fixture, and entries every importer must skip: a hidden
+# file, a non-image called .jpg, a directory inside a class, a file directly
+# in a split directory and a top-level file that is not a split.
+tl_image_subset() {
+	local dest=$1 src=$TL_HYMENOPTERA split cls n f
+	if [ ! -f "$src/train/ants/imageNotFound.gif" ]; then
+		tl_log "dataset not found: $src (expected beside the repository)"
+		return 1
+	fi
+	rm -rf "$dest"
+	for split in train val; do
+		for cls in ants bees; do
+			n=2
+			[ "$split/$cls" = train/ants ] && n=3
+			mkdir -p "$dest/$split/$cls"
+			for f in $(cd "$src/$split/$cls" && ls | LC_ALL=C sort | grep '\.jpg$' | head -n "$n"); do
+				cp "$src/$split/$cls/$f" "$dest/$split/$cls/"
+			done
+		done
+	done
+	cp "$src/train/ants/imageNotFound.gif" "$dest/train/ants/"
+	cp "$TL_REPO/test/fixtures/images/red-5x3.png" "$dest/val/bees/"
+	cp "$dest/train/bees/$(ls "$dest/train/bees" | head -n 1)" "$dest/train/bees/.hidden.jpg"
+	echo "not an image" >"$dest/train/bees/notes.jpg"
+	mkdir -p "$dest/val/ants/nested"
+	echo "split-level file" >"$dest/train/README.txt"
+	echo "top-level file" >"$dest/LICENSE.txt"
+	chmod -R a+rX "$dest"
+}

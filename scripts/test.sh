@@ -37,6 +37,11 @@ trap 'tl_cluster_stop "$CLUSTER"' EXIT
 tl_cluster_start "$CLUSTER" || { echo "0 passed, 1 failed"; exit 1; }
 export TL_CLUSTER=$CLUSTER
 
+# The ingestion tests import this small tree server-side; they find it
+# through the environment, so no machine's path appears in expected output.
+export TL_TEST_IMAGES=$TL_REPO/build/test-data/images
+tl_image_subset "$TL_TEST_IMAGES" || tl_log "could not prepare $TL_TEST_IMAGES; ingestion tests will fail"
+
 regress() {
 	rm -rf results regression.diffs regression.out
 	if make -s installcheck PG_CONFIG="$PG_CONFIG"; then

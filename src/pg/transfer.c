@@ -8,6 +8,7 @@
 
 #include "fmgr.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "tl_image.h"
 #include "tl_resnet.h"
@@ -18,6 +19,7 @@ PG_MODULE_MAGIC;
 /* Settings, defined here so there is one list of them. */
 int			tl_guc_max_image_pixels = (int) TL_DEFAULT_MAX_PIXELS;
 int			tl_guc_blas_threads = 1;
+int			tl_guc_max_image_file_size = 64 * 1024;	/* kB */
 
 static void
 assign_blas_threads(int newval, void *extra)
@@ -37,6 +39,13 @@ _PG_init(void)
 							&tl_guc_max_image_pixels,
 							(int) TL_DEFAULT_MAX_PIXELS, 1, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("transfer.max_image_file_size",
+							"Largest image file that tl_import_folder and load-folder.sh import.",
+							"Larger files are skipped with a warning.",
+							&tl_guc_max_image_file_size,
+							64 * 1024, 1, (int) ((MaxAllocSize - VARHDRSZ) / 1024),
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.blas_threads",
 							"Compute threads used by this process for training and prediction.",

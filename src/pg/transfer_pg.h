@@ -5,5 +5,6 @@
 /* Settings (transfer.c). */
 extern int	tl_guc_max_image_pixels;
 extern int	tl_guc_blas_threads;
+extern int	tl_guc_max_image_file_size;	/* kB */
 
 #endif
