@@ -61,8 +61,8 @@ tl_port_for() {
 }
 
 tl_cluster_start() {
-	local dir=$1; shift
-	local port
+	local dir port
+	dir=$(mkdir -p "$1" && cd "$1" && pwd) || return 1; shift
 	port=${TL_PORT:-$(tl_port_for "$dir")}
 	tl_cluster_stop "$dir" 2>/dev/null
 	rm -rf "$dir"
@@ -93,7 +93,8 @@ CONF
 }
 
 tl_cluster_stop() {
-	local dir=$1
+	local dir
+	dir=$(cd "$1" 2>/dev/null && pwd) || return 0
 	[ -f "$dir/data/postmaster.pid" ] || return 0
 	tl_as_server pg_ctl -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 \
 		|| tl_as_server pg_ctl -D "$dir/data" -m immediate -w stop >/dev/null 2>&1

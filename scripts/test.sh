@@ -62,7 +62,7 @@ pgtap() {
 
 # Scripted tests (dump/restore, crashes, replicas, oracles): executables in
 # test/t that print TAP, run with the cluster's environment.
-[ -n "$(ls test/t/*.sh 2>/dev/null)" ] && suite "scripted" prove -f --exec bash test/t/
+[ -n "$(ls test/t/*.sh 2>/dev/null)" ] && suite "scripted" prove -f --exec bash --ext .sh test/t/
 
 echo
 if [ $failed -gt 0 ]; then
