@@ -27,7 +27,7 @@ REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 OPTFLAGS ?= -march=native
 PG_CFLAGS = -O3 $(OPTFLAGS) -std=gnu11 -Wno-declaration-after-statement
 PG_CPPFLAGS = -Isrc/core -Isrc/pg
-SHLIB_LINK = -lopenblas -ljpeg -lpng -lm -lpthread
+SHLIB_LINK = -lopenblas -ljpeg -lpng -lz -lm -lpthread
 
 EXTRA_CLEAN = build
 
@@ -44,7 +44,7 @@ $(DATA_built): $(SQL_PARTS) $(EXTENSION).control
 # ---- core unit tests (no PostgreSQL headers, no server) ----
 UNIT_CC      ?= $(CC)
 UNIT_CFLAGS  = -O2 -g -std=gnu11 $(OPTFLAGS) -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -Isrc/core -Itest/unit
-UNIT_LIBS    = -lopenblas -ljpeg -lpng -lm -lpthread
+UNIT_LIBS    = -lopenblas -ljpeg -lpng -lz -lm -lpthread
 ifdef SANITIZE
 UNIT_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 UNIT_DIR     = build/unit-asan

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential postgresql-15 postgresql-server-dev-15
-      libopenblas-dev libjpeg62-turbo-dev libpng-dev)
+      libopenblas-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev)
 if [ "${1:-}" != "--min" ]; then
 	pkgs+=(postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	       python3 python3-torch python3-torchvision python3-pil python3-numpy

@@ -45,7 +45,7 @@ tl_ckpt_sniff(const uint8_t *data, size_t len)
 	if (len >= 4 && data[0] == 0x80 && data[1] == 0x02 && data[2] == 0x8a)
 		return TL_CKPT_TORCH_LEGACY;
 	/* 8-byte little-endian header length followed by a JSON object */
-	if (len >= 9 && data[8] == '{' && data[6] == 0 && data[7] == 0)
+	if (len >= 9 && data[8] == '{')
 		return TL_CKPT_SAFETENSORS;
 	return TL_CKPT_UNKNOWN;
 }
