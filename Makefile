@@ -31,12 +31,13 @@ SHLIB_LINK = -lopenblas -ljpeg -lpng -lz -lm -lpthread
 
 EXTRA_CLEAN = build
 
+# LLVM bitcode for JIT inlining buys nothing for this extension's compute
+# kernels; set before PGXS so its rules never ask for clang.
+override with_llvm = no
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
-
-# LLVM bitcode for JIT inlining buys nothing for this extension's compute kernels.
-override with_llvm = no
 
 $(DATA_built): $(SQL_PARTS) $(EXTENSION).control
 	cat $(SQL_PARTS) > $@
