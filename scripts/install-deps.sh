@@ -5,7 +5,8 @@
 set -euo pipefail
 
 pkgs=(build-essential postgresql-15 postgresql-server-dev-15
-      libopenblas-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev)
+      libopenblas-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev
+      curl unzip ca-certificates)	# the demo downloads the dataset when it is not beside the checkout
 if [ "${1:-}" != "--min" ]; then
 	pkgs+=(postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	       python3 python3-torch python3-torchvision python3-pil python3-numpy

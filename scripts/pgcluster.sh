@@ -4,10 +4,14 @@
 #   tl_build_install      build the extension and install it into a private copy
 #                         of the PostgreSQL installation (build/tmp_install), so
 #                         no root is needed and checkouts don't disturb each other
-#   tl_cluster_start DIR  initdb + start a cluster in DIR on its own port and socket
-#   tl_cluster_stop DIR   stop it (also registered as an EXIT trap by start)
+#   tl_cluster_start DIR [SETTING...]
+#                         initdb + start a cluster in DIR (wiped first) on its
+#                         own port and socket; extra postgresql.conf lines
+#   tl_cluster_stop DIR   stop it (callers trap this on EXIT)
 #   tl_psql ARGS...       psql against the running cluster as its superuser
 #   tl_as_server CMD...   run a command as the OS user the server runs as
+#   tl_image_subset DEST  the small image tree the ingestion tests import
+#   $TL_HYMENOPTERA       the tutorial dataset beside the checkout
 #
 # As root the server runs as the unprivileged OS user "postgres" (created by
 # Debian's postgresql package, or here if missing); otherwise as the caller.
@@ -60,9 +64,21 @@ tl_port_for() {
 	echo $(( 50000 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 10000 ))
 }
 
+# As root the server runs as $TL_SERVER_USER, which must reach the private
+# installation and the cluster directory: say so instead of failing obscurely.
+tl_check_server_access() {
+	[ "$(id -u)" = 0 ] || return 0
+	tl_as_server test -r "$1" -a -x "$1" && return 0
+	tl_log "the server runs as OS user $TL_SERVER_USER, which cannot reach $1;"
+	tl_log "put the checkout where that user can read it (e.g. chmod o+x on its parent directories)"
+	return 1
+}
+
 tl_cluster_start() {
 	local dir port
 	dir=$(mkdir -p "$1" && cd "$1" && pwd) || return 1; shift
+	tl_check_server_access "$(dirname "$dir")" || return 1
+	tl_check_server_access "$TL_TMP_INSTALL" || return 1
 	port=${TL_PORT:-$(tl_port_for "$dir")}
 	tl_cluster_stop "$dir" 2>/dev/null
 	rm -rf "$dir"

@@ -29,12 +29,12 @@ if [ -z "${TL_SKIP_SANITIZE:-}" ]; then
 fi
 
 if ! tl_build_install; then
-	echo "build failed"; echo "0 passed, 1 failed"; exit 1
+	echo "build failed"; echo "suites: $passed passed, $((failed + 1)) failed"; exit 1
 fi
 
 CLUSTER=$TL_REPO/build/test-cluster
 trap 'tl_cluster_stop "$CLUSTER"' EXIT
-tl_cluster_start "$CLUSTER" || { echo "0 passed, 1 failed"; exit 1; }
+tl_cluster_start "$CLUSTER" || { echo "suites: $passed passed, $((failed + 1)) failed"; exit 1; }
 export TL_CLUSTER=$CLUSTER
 
 # The ingestion tests import this small tree server-side; they find it

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# demo.sh - the main job, end to end, on a throwaway cluster:
+# build and install the extension into a private copy of PostgreSQL under
+# build/, start a cluster in build/demo-cluster, create the extension, import
+# the tutorial's hymenoptera dataset and print the dataset summary.
+#
+#   scripts/demo.sh           run everything, stop the cluster at the end
+#   scripts/demo.sh --keep    leave the cluster running and say how to connect
+#   scripts/demo.sh --stop    stop a cluster left running by --keep
+#
+# The dataset comes from ../shared/data/hymenoptera_data beside the checkout
+# (or $TL_HYMENOPTERA), else from build/hymenoptera_data, else it is
+# downloaded from the tutorial's URL into build/.
+#
+# Each step is a function; main() lists them in order.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/pgcluster.sh
+
+DEMO_CLUSTER=$TL_REPO/build/demo-cluster
+DEMO_DB=transfer_demo
+DEMO_DATASET=hymenoptera
+DATASET_URL=${TL_DATASET_URL:-https://download.pytorch.org/tutorial/hymenoptera_data.zip}
+KEEP=0
+
+step() { printf '\n### %s\n' "$*"; }
+die() { echo "demo.sh: $*" >&2; exit 1; }
+sql() { tl_psql -d "$DEMO_DB" "$@"; }
+
+# ---- steps -------------------------------------------------------------
+
+build_and_install() {
+	step "build and install transfer into $TL_TMP_INSTALL"
+	tl_build_install || die "the build failed (run scripts/install-deps.sh first)"
+}
+
+start_cluster() {
+	step "start a throwaway cluster in $DEMO_CLUSTER"
+	tl_cluster_start "$DEMO_CLUSTER" || die "could not start the cluster"
+	if [ "$KEEP" = 0 ]; then
+		trap 'tl_cluster_stop "$DEMO_CLUSTER"; tl_log "cluster stopped"' EXIT
+	fi
+}
+
+create_extension() {
+	step "create database $DEMO_DB with the extension"
+	createdb "$DEMO_DB"
+	sql -c 'CREATE EXTENSION transfer' -c 'SELECT tl_version() AS transfer_version'
+}
+
+# Sets DATA to a hymenoptera_data directory, downloading it if needed.
+find_dataset() {
+	step "find the hymenoptera dataset"
+	local local_copy=$TL_REPO/build/hymenoptera_data zip=$TL_REPO/build/hymenoptera_data.zip
+	if [ -d "$TL_HYMENOPTERA/train" ]; then
+		DATA=$TL_HYMENOPTERA
+	elif [ -d "$local_copy/train" ]; then
+		DATA=$local_copy
+	else
+		echo "not found at $TL_HYMENOPTERA; downloading $DATASET_URL"
+		command -v curl >/dev/null && command -v unzip >/dev/null ||
+			die "curl and unzip are needed to download the dataset (scripts/install-deps.sh installs them)"
+		if ! curl -fL --progress-bar --connect-timeout 20 --max-time 600 -o "$zip.part" "$DATASET_URL"; then
+			rm -f "$zip.part"
+			die "the dataset is neither at $TL_HYMENOPTERA nor downloadable from $DATASET_URL;
+  put the tutorial's hymenoptera_data there (or set TL_HYMENOPTERA=/path/to/hymenoptera_data) and rerun"
+		fi
+		mv "$zip.part" "$zip"
+		rm -rf "$local_copy"
+		unzip -q "$zip" -d "$TL_REPO/build" || die "could not unzip $zip"
+		[ -d "$local_copy/train" ] || die "$zip does not contain hymenoptera_data/train"
+		DATA=$local_copy
+	fi
+	echo "dataset: $DATA"
+}
+
+# Server-side import when the server's OS user can read the files; otherwise
+# the client-side loader, which streams them through psql.
+import_dataset() {
+	step "import $DATA as dataset '$DEMO_DATASET'"
+	if tl_as_server test -r "$DATA/train" -a -x "$DATA/train"; then
+		sql -v dataset="$DEMO_DATASET" -v path="$DATA" <<<"SELECT * FROM tl_import_folder(:'dataset', :'path');"
+	else
+		echo "the server user $TL_SERVER_USER cannot read $DATA; loading from the client side"
+		scripts/load-folder.sh "$DEMO_DATASET" "$DATA" -d "$DEMO_DB"
+	fi
+}
+
+print_summary() {
+	step "dataset summary (tl_datasets)"
+	sql -c "SELECT * FROM tl_datasets WHERE dataset = '$DEMO_DATASET' ORDER BY split, label"
+	sql -c "SELECT split, sum(images) AS images FROM tl_datasets
+			WHERE dataset = '$DEMO_DATASET' GROUP BY split ORDER BY split"
+}
+
+finish() {
+	if [ "$KEEP" = 1 ]; then
+		step "the cluster keeps running"
+		echo "connect: psql -h $PGHOST -p $PGPORT -U $PGUSER -d $DEMO_DB"
+		echo "stop:    scripts/demo.sh --stop"
+	fi
+}
+
+# ---- main --------------------------------------------------------------
+
+main() {
+	build_and_install
+	start_cluster
+	create_extension
+	find_dataset
+	import_dataset
+	print_summary
+	finish
+}
+
+case "${1:-}" in
+	"") ;;
+	--keep) KEEP=1 ;;
+	--stop)
+		tl_cluster_stop "$DEMO_CLUSTER"
+		tl_log "cluster in $DEMO_CLUSTER stopped"
+		exit 0
+		;;
+	*)
+		sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+		exit 2
+		;;
+esac
+main
