@@ -41,6 +41,11 @@ export TL_CLUSTER=$CLUSTER
 # through the environment, so no machine's path appears in expected output.
 export TL_TEST_IMAGES=$TL_REPO/build/test-data/images
 tl_image_subset "$TL_TEST_IMAGES" || tl_log "could not prepare $TL_TEST_IMAGES; ingestion tests will fail"
+# The weights tests read checkpoint fixtures server-side from a copy the server user can read.
+export TL_TEST_CHECKPOINTS=$TL_REPO/build/test-data/checkpoints
+rm -rf "$TL_TEST_CHECKPOINTS" && mkdir -p "$TL_TEST_CHECKPOINTS" &&
+	cp -r test/fixtures/checkpoint/. "$TL_TEST_CHECKPOINTS" && chmod -R a+rX "$TL_REPO/build/test-data" ||
+	tl_log "could not prepare $TL_TEST_CHECKPOINTS; weights tests will fail"
 
 regress() {
 	rm -rf results regression.diffs regression.out

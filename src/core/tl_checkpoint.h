@@ -12,6 +12,7 @@
 #ifndef TL_CHECKPOINT_H
 #define TL_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,12 @@ tl_code		tl_torch_zip_read(const uint8_t *data, size_t len, const tl_ckpt_limits
 							  tl_state_dict **out, tl_error *err);
 tl_code		tl_torch_legacy_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
 								 tl_state_dict **out, tl_error *err);
+
+/*
+ * BatchNorm's int64 step counter ("bn1.num_batches_tracked"): readers drop
+ * it, the tables don't store it, and the .pth writer adds zeros for it.
+ */
+bool		tl_ckpt_is_batch_counter(const char *key);
 
 /* safetensors with optional string metadata (keys/values arrays of n_meta). */
 tl_code		tl_safetensors_write(const tl_state_dict *sd, const char *const *meta_keys,

@@ -27,8 +27,6 @@ float		tl_half_to_float(uint16_t h);
 /* numel floats as little-endian bytes. */
 void		tl_put_f32le(uint8_t *dst, const float *src, int64_t numel);
 
-/* BatchNorm's int64 step counter ("...num_batches_tracked"), which loaders drop. */
-bool		tl_ckpt_is_batch_counter(const char *key);
 
 
 /* ---- zip container (tl_zip.c) ---- */

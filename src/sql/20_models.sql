@@ -41,3 +41,25 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_stored_models', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_model_tensors', '');
 SELECT pg_catalog.pg_extension_config_dump(
 	pg_catalog.pg_get_serial_sequence('@extschema@.tl_stored_models', 'id')::pg_catalog.regclass, '');
+
+CREATE FUNCTION @extschema@.tl_import_weights(name text, data bytea, classes text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'tl_import_weights';
+COMMENT ON FUNCTION @extschema@.tl_import_weights(text, bytea, text[]) IS
+	'Store a ResNet-18 checkpoint (PyTorch .pth zip or legacy, or safetensors) as a new model; returns its id.';
+
+-- Server-side files need superuser or pg_read_server_files (checked in C).
+CREATE FUNCTION @extschema@.tl_import_weights_file(name text, path text, classes text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'tl_import_weights_file';
+COMMENT ON FUNCTION @extschema@.tl_import_weights_file(text, text, text[]) IS
+	'tl_import_weights from a file on the database server (superuser or pg_read_server_files).';
+
+CREATE FUNCTION @extschema@.tl_export(model text, format text DEFAULT 'safetensors')
+RETURNS bytea
+LANGUAGE C STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'tl_export';
+COMMENT ON FUNCTION @extschema@.tl_export(text, text) IS
+	'A model''s weights as a file: ''safetensors'' (default) or ''pth'' (torch.load(weights_only=True) reads it).';

@@ -250,7 +250,64 @@ def bad_files(out):
             f.write(data)
 
 
+def resnet18_state_dict(num_classes, base_width=64, seed=0):
+    """torchvision's resnet18 state_dict (keys, order, shapes) with channel widths
+    scaled to base_width, seeded random weights and BatchNorm statistics away
+    from (0, 1); num_batches_tracked as torch keeps it (int64)."""
+    import torchvision
+    g = torch.Generator().manual_seed(seed)
+    ref = torchvision.models.resnet18(num_classes=num_classes).state_dict()
+    sd = collections.OrderedDict()
+    for key, t in ref.items():
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(seed + 100, dtype=torch.long)
+            continue
+        shape = [d * base_width // 64 if d in (64, 128, 256, 512) and not (key.startswith("fc") and i == 0)
+                 else d for i, d in enumerate(t.shape)]
+        if key.endswith("running_var"):
+            v = 0.5 + torch.rand(shape, generator=g)
+        elif key.endswith("running_mean") or key.endswith("bias"):
+            v = 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) == 1:
+            v = 0.75 + 0.5 * torch.rand(shape, generator=g)
+        else:
+            fan_in = 1
+            for d in shape[1:]:
+                fan_in *= d
+            v = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
+        sd[key] = v
+    return sd
+
+
+def write_model_files(out, stem, sd):
+    """stem.pth (zip), stem_legacy.pth and stem.safetensors of one state_dict."""
+    torch.save(sd, os.path.join(out, stem + ".pth"))
+    torch.save(sd, os.path.join(out, stem + "_legacy.pth"), _use_new_zipfile_serialization=False)
+    write_safetensors(os.path.join(out, stem + ".safetensors"),
+                      [(k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked")],
+                      {"format": "pt"})
+
+
+def tiny_models(out):
+    """ResNet-18 layout with base width 2 (47 kB): the SQL tests' models."""
+    sd = resnet18_state_dict(3, base_width=2, seed=3)
+    write_model_files(out, "tiny", sd)
+    # f16 copy: imports convert it to fp32
+    half = collections.OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in sd.items())
+    torch.save(half, os.path.join(out, "tiny_f16.pth"))
+    # validation failures, each named after what is wrong
+    missing = collections.OrderedDict((k, v) for k, v in sd.items() if k != "layer2.1.bn2.running_mean")
+    torch.save(missing, os.path.join(out, "tiny_missing_key.pth"))
+    extra = collections.OrderedDict(sd)
+    extra["layer5.0.conv1.weight"] = torch.zeros(1)
+    torch.save(extra, os.path.join(out, "tiny_unexpected_key.pth"))
+    wrong = collections.OrderedDict(sd)
+    wrong["layer3.0.conv2.weight"] = torch.zeros(8, 8, 1, 3)
+    torch.save(wrong, os.path.join(out, "tiny_wrong_shape.pth"))
+
+
 def small_fixtures(out):
+    tiny_models(out)
     dtype_fixture(os.path.join(out, "dtypes.safetensors"))
     sd = views_state_dict()
     # each torch-written file goes with NAME.expected.safetensors: torch's fp32 values
@@ -273,6 +330,12 @@ def small_fixtures(out):
     bad_files(os.path.join(out, "bad"))
 
 
+def full_models(out):
+    """Full ResNet-18 checkpoints: 1000 classes (the ImageNet layout) and 2."""
+    write_model_files(out, "resnet18", resnet18_state_dict(1000, seed=1))
+    write_model_files(out, "resnet18_2cls", resnet18_state_dict(2, seed=2))
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("fixtures", "full"):
         sys.exit(__doc__)
@@ -280,6 +343,8 @@ def main():
     os.makedirs(out, exist_ok=True)
     if sys.argv[1] == "fixtures":
         small_fixtures(out)
+    else:
+        full_models(out)
 
 
 if __name__ == "__main__":

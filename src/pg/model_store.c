@@ -1,0 +1,405 @@
+/*
+ * model_store.c - models in tables (see model_store.h).
+ *
+ * All access goes through SPI with the caller's privileges.  Queries name
+ * the extension's schema and pg_catalog's operators explicitly, so a hostile
+ * search_path can't redirect them whichever SQL function calls in here.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "model_store.h"
+#include "pg_error.h"
+#include "tl_checkpoint.h"
+#include "tl_resnet.h"
+
+/* The extension's schema, quoted, allocated in the current context. */
+static char *
+store_schema(void)
+{
+	int			rc;
+	char	   *nsp;
+
+	rc = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
+					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+					 "WHERE e.extname OPERATOR(pg_catalog.=) 'transfer'", true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"transfer\" is not installed in this database")));
+	nsp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return pstrdup(quote_identifier(nsp));
+}
+
+static void
+store_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+free_sd_callback(void *arg)
+{
+	tl_sd_free((tl_state_dict *) arg);
+}
+
+void
+tl_store_attach_sd(MemoryContext cxt, tl_state_dict *sd)
+{
+	MemoryContextCallback *cb;
+
+	PG_TRY();
+	{
+		cb = MemoryContextAlloc(cxt, sizeof(*cb));
+	}
+	PG_CATCH();
+	{
+		tl_sd_free(sd);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	cb->func = free_sd_callback;
+	cb->arg = sd;
+	MemoryContextRegisterResetCallback(cxt, cb);
+}
+
+int64
+tl_store_lookup(const char *name, bool missing_ok)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int64		id = 0;
+	bool		isnull;
+	int			rc;
+
+	store_connect();
+	args[0] = CStringGetTextDatum(name);
+	rc = SPI_execute_with_args(psprintf("SELECT id FROM %s.tl_stored_models WHERE name OPERATOR(pg_catalog.=) $1",
+										store_schema()),
+							   1, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up model \"%s\" failed: %s", name, SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	if (id == 0 && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name),
+				 errhint("Models are listed in tl_stored_models; import one with tl_import_weights.")));
+	return id;
+}
+
+/* Fill info from the model row; strings go to cxt.  Caller is connected to SPI. */
+static void
+read_info(int64 model_id, const char *schema, TlModelInfo *info, MemoryContext cxt)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(model_id)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	ArrayType  *classes;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	int			rc;
+
+	rc = SPI_execute_with_args(psprintf("SELECT name, arch, base_width, num_classes, classes, image_size "
+										"FROM %s.tl_stored_models WHERE id OPERATOR(pg_catalog.=) $1",
+										schema),
+							   1, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading model %lld failed: %s", (long long) model_id, SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model with id %lld does not exist", (long long) model_id)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	info->id = model_id;
+	info->name = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 1));
+	info->arch = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
+	info->base_width = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	info->num_classes = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	classes = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 5, &isnull));
+	info->image_size = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	deconstruct_array(classes, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+	if (nelems != info->num_classes)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("model \"%s\" has %d class names for %d classes", info->name, nelems, info->num_classes)));
+	info->classes = MemoryContextAlloc(cxt, sizeof(char *) * nelems);
+	for (int i = 0; i < nelems; i++)
+		info->classes[i] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[i]));
+}
+
+void
+tl_store_info(int64 model_id, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	store_connect();
+	read_info(model_id, store_schema(), info, caller);
+	SPI_finish();
+}
+
+tl_state_dict *
+tl_store_load(int64 model_id, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(model_id)};
+	TlModelInfo local;
+	char	   *schema;
+	tl_state_dict *sd;
+	tl_resnet_config cfg;
+	tl_error	err;
+	int			rc;
+
+	if (!info)
+		info = &local;
+	/* Owned by the caller's context from the start, so every error path frees it. */
+	sd = tl_sd_new(&err);
+	if (!sd)
+		tl_pg_raise(&err, NULL);
+	tl_store_attach_sd(caller, sd);
+
+	store_connect();
+	schema = store_schema();
+	read_info(model_id, schema, info, caller);
+	rc = SPI_execute_with_args(psprintf("SELECT key, shape, data FROM %s.tl_model_tensors "
+										"WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY position",
+										schema),
+							   1, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading the tensors of model \"%s\" failed: %s", info->name, SPI_result_code_string(rc));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *key = SPI_getvalue(tup, desc, 1);
+		ArrayType  *shape_arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		raw = SPI_getbinval(tup, desc, 3, &isnull);
+		bytea	   *data = DatumGetByteaPP(raw);
+		Datum	   *dims;
+		bool	   *dnulls;
+		int			ndim;
+		int64_t		shape[TL_MAX_DIMS];
+		int64		numel;
+		float	   *buf;
+
+		deconstruct_array(shape_arr, INT4OID, 4, true, TYPALIGN_INT, &dims, &dnulls, &ndim);
+		if (ndim > TL_MAX_DIMS)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("tensor \"%s\" of model \"%s\" has %d dimensions", key, info->name, ndim)));
+		for (int d = 0; d < ndim; d++)
+			shape[d] = dnulls[d] ? -1 : DatumGetInt32(dims[d]);
+		numel = tl_shape_numel(ndim, shape, (int64) (MaxAllocHugeSize / sizeof(float)));
+		if (numel < 0 || (int64) VARSIZE_ANY_EXHDR(data) != numel * (int64) sizeof(float))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("tensor \"%s\" of model \"%s\" has %lld bytes of data for its shape",
+							key, info->name, (long long) VARSIZE_ANY_EXHDR(data))));
+		buf = malloc((size_t) (numel ? numel : 1) * sizeof(float));
+		if (!buf)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory loading model \"%s\"", info->name)));
+#ifdef WORDS_BIGENDIAN
+		for (int64 i = 0; i < numel; i++)
+		{
+			const uint8 *p = (const uint8 *) VARDATA_ANY(data) + 4 * i;
+			uint32		b = p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32) p[3] << 24);
+
+			memcpy(&buf[i], &b, 4);
+		}
+#else
+		memcpy(buf, VARDATA_ANY(data), (size_t) numel * sizeof(float));
+#endif
+		if (tl_sd_add_owned(sd, key, ndim, shape, buf, &err) != TL_OK)
+			tl_pg_raise(&err, psprintf("model \"%s\"", info->name));
+		if ((Pointer) data != DatumGetPointer(raw))
+			pfree(data);		/* the detoasted copy: weights can be megabytes each */
+	}
+	SPI_finish();
+
+	if (tl_resnet_check_state_dict(sd, &cfg, &err) != TL_OK)
+		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
+	if (cfg.num_classes != info->num_classes || cfg.base_width != info->base_width)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("stored model \"%s\" says %d classes and base width %d, its tensors have %d and %d",
+						info->name, info->num_classes, info->base_width, cfg.num_classes, cfg.base_width)));
+	return sd;
+}
+
+static Datum
+int4_array(const int64_t *vals, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * (n ? n : 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum((int32) vals[i]);
+	return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
+}
+
+int64
+tl_store_save(const char *name, const tl_state_dict *sd,
+			  const char *const *classes, int n_classes, int image_size,
+			  Jsonb *source, Jsonb *metrics)
+{
+	tl_resnet_config cfg;
+	tl_error	err;
+	char	   *schema;
+	Datum	   *class_datums;
+	Oid			model_types[7] = {TEXTOID, INT4OID, INT4OID, TEXTARRAYOID, INT4OID, JSONBOID, JSONBOID};
+	Datum		model_args[7];
+	char		model_nulls[7] = "       ";
+	Oid			tensor_types[5] = {INT8OID, TEXTOID, INT4OID, INT4ARRAYOID, BYTEAOID};
+	SPIPlanPtr	plan;
+	int64		id;
+	int			position = 0;
+	bool		isnull;
+	int			rc;
+
+	if (name == NULL || name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must not be empty")));
+	if (image_size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("image size must be positive")));
+	if (tl_resnet_check_state_dict(sd, &cfg, &err) != TL_OK)
+		tl_pg_raise(&err, "weights do not fit torchvision's resnet18");
+	if (classes && n_classes != cfg.num_classes)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%d class names given for a model with %d outputs", n_classes, cfg.num_classes),
+				 errdetail("fc.weight has shape [%d, %d].", cfg.num_classes, 8 * cfg.base_width)));
+	class_datums = palloc(sizeof(Datum) * cfg.num_classes);
+	for (int i = 0; i < cfg.num_classes; i++)
+	{
+		if (classes && (classes[i] == NULL || classes[i][0] == '\0'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("class name %d is null or empty", i + 1)));
+		class_datums[i] = CStringGetTextDatum(classes ? classes[i] : psprintf("class_%d", i));
+	}
+
+	store_connect();
+	schema = store_schema();
+
+	/* A friendlier error than the unique index's; the index still decides under concurrency. */
+	{
+		Oid			t[1] = {TEXTOID};
+		Datum		a[1] = {CStringGetTextDatum(name)};
+
+		rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.tl_stored_models WHERE name OPERATOR(pg_catalog.=) $1",
+											schema), 1, t, a, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "looking up model \"%s\" failed: %s", name, SPI_result_code_string(rc));
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("model \"%s\" already exists", name),
+					 errhint("Choose another name, or delete the old model from tl_stored_models first.")));
+	}
+
+	model_args[0] = CStringGetTextDatum(name);
+	model_args[1] = Int32GetDatum(cfg.base_width);
+	model_args[2] = Int32GetDatum(cfg.num_classes);
+	model_args[3] = PointerGetDatum(construct_array(class_datums, cfg.num_classes, TEXTOID, -1, false, TYPALIGN_INT));
+	model_args[4] = Int32GetDatum(image_size);
+	model_args[5] = source ? JsonbPGetDatum(source) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	model_args[6] = metrics ? JsonbPGetDatum(metrics) : (Datum) 0;
+	if (!metrics)
+		model_nulls[6] = 'n';
+	rc = SPI_execute_with_args(psprintf("INSERT INTO %s.tl_stored_models "
+										"(name, base_width, num_classes, classes, image_size, source, metrics) "
+										"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", schema),
+							   7, model_types, model_args, model_nulls, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "inserting model \"%s\" failed: %s", name, SPI_result_code_string(rc));
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	plan = SPI_prepare(psprintf("INSERT INTO %s.tl_model_tensors (model_id, key, position, shape, data) "
+								"VALUES ($1, $2, $3, $4, $5)", schema), 5, tensor_types);
+	if (!plan)
+		elog(ERROR, "preparing the tensor insert failed: %s", SPI_result_code_string(SPI_result));
+	for (int i = 0; i < sd->n; i++)
+	{
+		const tl_tensor *t = &sd->tensors[i];
+		int64		nbytes = tl_tensor_numel(t) * (int64) sizeof(float);
+		bytea	   *data;
+		Datum		targs[5];
+
+		/* The core keeps no BatchNorm step counters; exporters write zeros. */
+		if (tl_ckpt_is_batch_counter(t->name))
+			continue;
+		if (nbytes > (int64) (MaxAllocSize - VARHDRSZ))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("tensor \"%s\" is too large to store", t->name)));
+		data = palloc(VARHDRSZ + nbytes);
+		SET_VARSIZE(data, VARHDRSZ + nbytes);
+#ifdef WORDS_BIGENDIAN
+		for (int64 j = 0; j < nbytes / 4; j++)
+		{
+			uint32		b;
+			uint8	   *p = (uint8 *) VARDATA(data) + 4 * j;
+
+			memcpy(&b, &t->data[j], 4);
+			p[0] = b, p[1] = b >> 8, p[2] = b >> 16, p[3] = b >> 24;
+		}
+#else
+		memcpy(VARDATA(data), t->data, nbytes);
+#endif
+		targs[0] = Int64GetDatum(id);
+		targs[1] = CStringGetTextDatum(t->name);
+		targs[2] = Int32GetDatum(position++);
+		targs[3] = int4_array(t->shape, t->ndim);
+		targs[4] = PointerGetDatum(data);
+		rc = SPI_execute_plan(plan, targs, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "inserting tensor \"%s\" failed: %s", t->name, SPI_result_code_string(rc));
+		pfree(data);
+	}
+	SPI_finish();
+	return id;
+}
+
+void
+tl_store_set_metrics(int64 model_id, Jsonb *metrics)
+{
+	Oid			types[2] = {INT8OID, JSONBOID};
+	Datum		args[2] = {Int64GetDatum(model_id), metrics ? JsonbPGetDatum(metrics) : (Datum) 0};
+	char		nulls[2] = {' ', metrics ? ' ' : 'n'};
+	int			rc;
+
+	store_connect();
+	rc = SPI_execute_with_args(psprintf("UPDATE %s.tl_stored_models SET metrics = $2 "
+										"WHERE id OPERATOR(pg_catalog.=) $1", store_schema()),
+							   2, types, args, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "updating the metrics of model %lld failed: %s", (long long) model_id,
+			 SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model with id %lld does not exist", (long long) model_id)));
+	SPI_finish();
+}
