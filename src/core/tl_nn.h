@@ -63,13 +63,23 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
 
 /*
+ * The weight gradient sums n*oh*ow products per element.  Past
+ * TL_WGRAD_CHUNK rows it is summed in chunks whose float GEMM results are
+ * added in double: a single float GEMM over 50k rows (conv1 at 224x224,
+ * batch 4) loses about 1e-2 of relative accuracy where the products cancel.
+ * wtmp (oc*K floats) and wacc (oc*K doubles) are needed only then.
+ */
+#define TL_WGRAD_CHUNK 4096
+int64_t		tl_conv_wgrad_workspace(const tl_conv_shape *s);	/* oc*K, or 0 */
+
+/*
  * dw (oc, c, k, k) = dy^T * cols(x)   (overwritten; skipped if dw is NULL)
  * dx = col2im(dy * W)                 (skipped if dx is NULL; accumulated into
  *                                      dx when accumulate, else overwritten)
  */
 void		tl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
-							 const float *w, float *ws, const tl_conv_shape *s,
-							 bool accumulate);
+							 const float *w, float *ws, float *wtmp, double *wacc,
+							 const tl_conv_shape *s, bool accumulate);
 
 void		tl_im2col(const float *x, float *cols, const tl_conv_shape *s);
 void		tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accumulate);
@@ -87,7 +97,7 @@ void		tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accum
  */
 void		tl_bn_forward_train(float *y, const float *x, const float *gamma, const float *beta,
 								float *running_mean, float *running_var,
-								float *save_mean, float *save_invstd,
+								double *save_mean, double *save_invstd,
 								const float *residual, bool relu,
 								int64_t P, int C, float momentum, float eps, double *partials);
 
@@ -105,7 +115,7 @@ void		tl_bn_forward_eval(float *y, const float *x, const float *gamma, const flo
  */
 void		tl_bn_backward(float *dx, float *dgamma, float *dbeta, float *dy_masked,
 						   const float *dy, const float *relu_out, const float *x,
-						   const float *gamma, const float *save_mean, const float *save_invstd,
+						   const float *gamma, const double *save_mean, const double *save_invstd,
 						   int64_t P, int C, double *partials);
 
 /* ---- elementwise, pooling, linear, loss (tl_nn_layers.c) ---- */

@@ -21,7 +21,7 @@ typedef struct bn_job
 	const float *relu_out;
 	float	   *dy_masked;
 	const float *residual;
-	const float *mean;
+	const double *mean;
 	double	   *partials;
 	const double *scale;		/* per channel, doubles in partials */
 	const double *shift;
@@ -99,7 +99,7 @@ transform_rows(void *p, int64_t begin, int64_t end, int chunk)
 void
 tl_bn_forward_train(float *y, const float *x, const float *gamma, const float *beta,
 					float *running_mean, float *running_var,
-					float *save_mean, float *save_invstd,
+					double *save_mean, double *save_invstd,
 					const float *residual, bool relu,
 					int64_t P, int C, float momentum, float eps, double *partials)
 {
@@ -128,8 +128,8 @@ tl_bn_forward_train(float *y, const float *x, const float *gamma, const float *b
 		if (var < 0)
 			var = 0;
 		invstd = 1.0 / sqrt(var + (double) eps);
-		save_mean[c] = (float) mean;
-		save_invstd[c] = (float) invstd;
+		save_mean[c] = mean;
+		save_invstd[c] = invstd;
 		running_mean[c] = (float) ((1.0 - momentum) * running_mean[c] + momentum * mean);
 		running_var[c] = (float) ((1.0 - momentum) * running_var[c]
 								  + momentum * var * (double) P / (double) (P - 1));
@@ -209,24 +209,23 @@ backward_sums_rows(void *p, int64_t begin, int64_t end, int chunk)
 	}
 }
 
-/* Pass 2: dx = (g - mean(g) - (x - mean) * k) * invstd * gamma. */
+/*
+ * Pass 2: dx = (g - mean(g) - (x - mean) * k) * invstd * gamma, evaluated in
+ * double.  The (x - mean) * k term removes the gradient's component along
+ * x_hat; rounding mean or k to float would leave an error exactly along
+ * x_hat, which the next weight gradient (a sum over all rows of dx times the
+ * conv input, i.e. of x_hat times it) amplifies by orders of magnitude.
+ */
 static void
 backward_dx_rows(void *p, int64_t begin, int64_t end, int chunk)
 {
 	bn_job	   *j = p;
 	const int	C = j->C;
-	float		a[TL_NN_MAX_CHANNELS],
-				k[TL_NN_MAX_CHANNELS],
-				mg[TL_NN_MAX_CHANNELS],
-				mean[TL_NN_MAX_CHANNELS];
+	const double *a = j->scale,
+			   *k = j->scale + C,
+			   *mg = j->shift,
+			   *mean = j->shift + C;
 
-	for (int c = 0; c < C; c++)
-	{
-		a[c] = (float) j->scale[c];
-		k[c] = (float) j->scale[C + c];
-		mg[c] = (float) j->shift[c];
-		mean[c] = j->mean[c];
-	}
 	for (int64_t r = begin; r < end; r++)
 	{
 		const float *x = j->x + r * C;
@@ -239,26 +238,26 @@ backward_dx_rows(void *p, int64_t begin, int64_t end, int chunk)
 
 			for (int c = 0; c < C; c++)
 			{
-				float		g = o[c] > 0.0f ? dy[c] : 0.0f;
+				double		g = o[c] > 0.0f ? dy[c] : 0.0f;
 
-				dx[c] = (g - mg[c] - (x[c] - mean[c]) * k[c]) * a[c];
+				dx[c] = (float) ((g - mg[c] - ((double) x[c] - mean[c]) * k[c]) * a[c]);
 			}
 		}
 		else
 			for (int c = 0; c < C; c++)
-				dx[c] = (dy[c] - mg[c] - (x[c] - mean[c]) * k[c]) * a[c];
+				dx[c] = (float) (((double) dy[c] - mg[c] - ((double) x[c] - mean[c]) * k[c]) * a[c]);
 	}
 }
 
 void
 tl_bn_backward(float *dx, float *dgamma, float *dbeta, float *dy_masked,
 			   const float *dy, const float *relu_out, const float *x,
-			   const float *gamma, const float *save_mean, const float *save_invstd,
+			   const float *gamma, const double *save_mean, const double *save_invstd,
 			   int64_t P, int C, double *partials)
 {
 	bn_job		j = {0};
 	int			nchunks;
-	double		coef[3 * TL_NN_MAX_CHANNELS];
+	double		coef[4 * TL_NN_MAX_CHANNELS];
 
 	j.x = x;
 	j.dy = dy;
@@ -273,6 +272,7 @@ tl_bn_backward(float *dx, float *dgamma, float *dbeta, float *dy_masked,
 		double		sg = 0,
 					sxg = 0,
 					invstd = save_invstd[c],
+					mean = save_mean[c],
 					k,
 					a;
 
@@ -292,6 +292,7 @@ tl_bn_backward(float *dx, float *dgamma, float *dbeta, float *dy_masked,
 		coef[c] = a;
 		coef[C + c] = k;
 		coef[2 * C + c] = sg / (double) P;
+		coef[3 * C + c] = mean;
 	}
 	j.y = dx;
 	/* with the mask stored, pass 2 reads the masked gradient directly */

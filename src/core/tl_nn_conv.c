@@ -182,9 +182,44 @@ tl_conv_forward(float *y, const float *x, const float *w, float *ws, const tl_co
 				1.0f, a, K, w, K, 0.0f, y, s->oc);
 }
 
+int64_t
+tl_conv_wgrad_workspace(const tl_conv_shape *s)
+{
+	if ((int64_t) s->n * s->oh * s->ow <= TL_WGRAD_CHUNK)
+		return 0;
+	return (int64_t) s->oc * s->c * s->k * s->k;
+}
+
+/* dw = dy^T * a over P rows, in chunks summed in double when P is large. */
+static void
+conv_wgrad(float *dw, const float *dy, const float *a, int P, int oc, int K,
+		   float *wtmp, double *wacc)
+{
+	const int64_t n = (int64_t) oc * K;
+
+	if (P <= TL_WGRAD_CHUNK || !wtmp || !wacc)
+	{
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, K, P,
+					1.0f, dy, oc, a, K, 0.0f, dw, K);
+		return;
+	}
+	memset(wacc, 0, (size_t) n * sizeof(double));
+	for (int r = 0; r < P; r += TL_WGRAD_CHUNK)
+	{
+		int			rows = P - r < TL_WGRAD_CHUNK ? P - r : TL_WGRAD_CHUNK;
+
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, K, rows,
+					1.0f, dy + (int64_t) r * oc, oc, a + (int64_t) r * K, K, 0.0f, wtmp, K);
+		for (int64_t i = 0; i < n; i++)
+			wacc[i] += wtmp[i];
+	}
+	for (int64_t i = 0; i < n; i++)
+		dw[i] = (float) wacc[i];
+}
+
 void
 tl_conv_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
-				 float *ws, const tl_conv_shape *s, bool accumulate)
+				 float *ws, float *wtmp, double *wacc, const tl_conv_shape *s, bool accumulate)
 {
 	const int	P = s->n * s->oh * s->ow;
 	const int	K = s->c * s->k * s->k;
@@ -199,8 +234,7 @@ tl_conv_backward(float *dx, float *dw, const float *dy, const float *x, const fl
 			tl_im2col(x, ws, s);
 			a = ws;
 		}
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, K, P,
-					1.0f, dy, s->oc, a, K, 0.0f, dw, K);
+		conv_wgrad(dw, dy, a, P, s->oc, K, wtmp, wacc);
 	}
 	if (dx)
 	{

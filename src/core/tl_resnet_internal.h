@@ -48,8 +48,8 @@ typedef struct tl_bn_layer
 				running_mean,
 				running_var;	/* entry indexes */
 	int			c;
-	float	   *save_mean;		/* planned, c floats each */
-	float	   *save_invstd;
+	double	   *save_mean;		/* planned, c doubles each: batch statistics for backward */
+	double	   *save_invstd;
 } tl_bn_layer;
 
 typedef struct tl_block
@@ -115,6 +115,8 @@ struct tl_resnet
 			   *dlogits,
 			   *dfeats;
 	float	   *ws;				/* im2col / col2im workspace */
+	float	   *wtmp;			/* chunked weight-gradient partials */
+	double	   *wacc;
 	double	   *partials;		/* BN per-thread sums */
 	float	   *g[4];			/* activation gradients, largest block size */
 	float	   *g0;				/* gradient at conv1's output */

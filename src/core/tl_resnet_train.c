@@ -74,6 +74,7 @@ layout(tl_resnet *net, arena_cursor *a)
 	const int	F = 8 * bw;
 	const int	K = net->cfg.num_classes;
 	int64_t		ws = 0,
+				wg = 0,
 				gmax = 0;
 	int			h,
 				w;
@@ -84,14 +85,15 @@ layout(tl_resnet *net, arena_cursor *a)
 	net->h1 = s.oh;
 	net->w1 = s.ow;
 	ws = tl_conv_workspace(&s);
+	wg = tl_conv_wgrad_workspace(&s);
 	net->z0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->a0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->hp = tl_conv_out_size(net->h1, 3, 2, 1);
 	net->wp = tl_conv_out_size(net->w1, 3, 2, 1);
 	net->m0 = take(a, act(N, net->hp, net->wp, bw) * 4);
 	net->argmax0 = take(a, act(N, net->hp, net->wp, bw) * 4);
-	net->bn1.save_mean = take(a, bw * 4);
-	net->bn1.save_invstd = take(a, bw * 4);
+	net->bn1.save_mean = take(a, bw * 8);
+	net->bn1.save_invstd = take(a, bw * 8);
 	gmax = act(N, net->hp, net->wp, bw);
 
 	h = net->hp;
@@ -106,6 +108,8 @@ layout(tl_resnet *net, arena_cursor *a)
 		s = conv_shape(&blk->conv1, N, h, w);
 		if (tl_conv_workspace(&s) > ws)
 			ws = tl_conv_workspace(&s);
+		if (tl_conv_wgrad_workspace(&s) > wg)
+			wg = tl_conv_wgrad_workspace(&s);
 		blk->h = s.oh;
 		blk->w = s.ow;
 		sz = act(N, s.oh, s.ow, blk->cout);
@@ -114,23 +118,27 @@ layout(tl_resnet *net, arena_cursor *a)
 		s = conv_shape(&blk->conv2, N, blk->h, blk->w);
 		if (tl_conv_workspace(&s) > ws)
 			ws = tl_conv_workspace(&s);
+		if (tl_conv_wgrad_workspace(&s) > wg)
+			wg = tl_conv_wgrad_workspace(&s);
 		blk->z1 = take(a, sz * 4);
 		blk->a1 = take(a, sz * 4);
 		blk->z2 = take(a, sz * 4);
 		blk->out = take(a, sz * 4);
-		blk->bn1.save_mean = take(a, blk->cout * 4);
-		blk->bn1.save_invstd = take(a, blk->cout * 4);
-		blk->bn2.save_mean = take(a, blk->cout * 4);
-		blk->bn2.save_invstd = take(a, blk->cout * 4);
+		blk->bn1.save_mean = take(a, blk->cout * 8);
+		blk->bn1.save_invstd = take(a, blk->cout * 8);
+		blk->bn2.save_mean = take(a, blk->cout * 8);
+		blk->bn2.save_invstd = take(a, blk->cout * 8);
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, N, h, w);
 			if (tl_conv_workspace(&s) > ws)
 				ws = tl_conv_workspace(&s);
+			if (tl_conv_wgrad_workspace(&s) > wg)
+				wg = tl_conv_wgrad_workspace(&s);
 			blk->zd = take(a, sz * 4);
 			blk->dn = take(a, sz * 4);
-			blk->ds_bn.save_mean = take(a, blk->cout * 4);
-			blk->ds_bn.save_invstd = take(a, blk->cout * 4);
+			blk->ds_bn.save_mean = take(a, blk->cout * 8);
+			blk->ds_bn.save_invstd = take(a, blk->cout * 8);
 		}
 		h = blk->h;
 		w = blk->w;
@@ -143,12 +151,16 @@ layout(tl_resnet *net, arena_cursor *a)
 	net->partials = take(a, TL_BN_PARTIALS(F) * 8);
 	if (finetune)
 	{
+		net->wtmp = take(a, wg * 4);
+		net->wacc = take(a, wg * 8);
 		for (int i = 0; i < 4; i++)
 			net->g[i] = take(a, gmax * 4);
 		net->g0 = take(a, act(N, net->h1, net->w1, bw) * 4);
 	}
 	else
 	{
+		net->wtmp = NULL;
+		net->wacc = NULL;
 		for (int i = 0; i < 4; i++)
 			net->g[i] = NULL;
 		net->g0 = NULL;
@@ -424,7 +436,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 			bn_backward(net, &blk->ds_bn, gtmp, NULL, gtmp, NULL, blk->zd, rows);
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
 			tl_conv_backward(gin, grad_of(net, blk->ds_conv.weight), gtmp, in,
-							 param_of(net, blk->ds_conv.weight), net->ws, &s, false);
+							 param_of(net, blk->ds_conv.weight), net->ws, net->wtmp, net->wacc, &s, false);
 		}
 		else
 		{
@@ -435,12 +447,12 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		/* conv2: d(a1) into gout (free now) */
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
 		tl_conv_backward(gout, grad_of(net, blk->conv2.weight), gmid, blk->a1,
-						 param_of(net, blk->conv2.weight), net->ws, &s, false);
+						 param_of(net, blk->conv2.weight), net->ws, net->wtmp, net->wacc, &s, false);
 		/* relu + bn1 in place */
 		bn_backward(net, &blk->bn1, gout, NULL, gout, blk->a1, blk->z1, rows);
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
 		tl_conv_backward(gin, grad_of(net, blk->conv1.weight), gout, in,
-						 param_of(net, blk->conv1.weight), net->ws, &s, true);
+						 param_of(net, blk->conv1.weight), net->ws, net->wtmp, net->wacc, &s, true);
 		/* gin is d(block input) = d(previous block's out) */
 		swap = gout;
 		gout = gin;
@@ -452,7 +464,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 	/* conv1: the input needs no gradient */
 	s = conv_shape(&net->conv1, n, net->height, net->width);
 	tl_conv_backward(NULL, grad_of(net, net->conv1.weight), net->g0, net->x_in,
-					 param_of(net, net->conv1.weight), net->ws, &s, false);
+					 param_of(net, net->conv1.weight), net->ws, net->wtmp, net->wacc, &s, false);
 	net->grads_valid = true;
 	return TL_OK;
 }
