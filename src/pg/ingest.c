@@ -222,9 +222,16 @@ import_file(import_state *st, class_counts *counts, const char *class_dir,
 	shown = psprintf("%s/%s/%s", counts->split, counts->label, name);
 
 	if (stat(path, &sb) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat file \"%s\": %m", path)));
+	{
+		struct stat lsb;
+
+		/* A dangling symbolic link is just another entry that isn't an image. */
+		if (errno != ENOENT || lstat(path, &lsb) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not stat file \"%s\": %m", path)));
+		sb.st_mode = lsb.st_mode;
+	}
 	if (!S_ISREG(sb.st_mode))
 	{
 		ereport(NOTICE,
