@@ -170,3 +170,29 @@ tl_image_subset() {
 	echo "top-level file" >"$dest/LICENSE.txt"
 	chmod -R a+rX "$dest"
 }
+
+# tl_standby_start PRIMARY_DIR DIR: a hot standby of the running cluster in
+# PRIMARY_DIR (pg_basebackup -R, streaming replication), on its own port
+# (tl_port_for DIR) and socket directory DIR.  PG* variables are not changed.
+tl_standby_start() {
+	local primary=$1 dir=$2 pport psock port
+	pport=$(sed -n 4p "$primary/data/postmaster.pid")
+	psock=$(sed -n 5p "$primary/data/postmaster.pid")
+	port=$(tl_port_for "$dir")
+	tl_cluster_stop "$dir" 2>/dev/null
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	[ "$(id -u)" = 0 ] && chown "$TL_SERVER_USER" "$dir"
+	tl_as_server pg_basebackup -h "$psock" -p "$pport" -U "$TL_SERVER_USER" -D "$dir/data" \
+		-R -X stream --checkpoint=fast >"$dir/basebackup.log" 2>&1 \
+		|| { cat "$dir/basebackup.log" >&2; return 1; }
+	cat >>"$dir/data/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$dir'
+hot_standby = on
+CONF
+	tl_as_server pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+		|| { cat "$dir/server.log" >&2; return 1; }
+	tl_log "standby of $primary running in $dir (port $port)"
+}

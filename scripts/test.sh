@@ -62,6 +62,11 @@ export TL_TEST_CHECKPOINTS=$TL_REPO/build/test-data/checkpoints
 rm -rf "$TL_TEST_CHECKPOINTS" && mkdir -p "$TL_TEST_CHECKPOINTS" &&
 	cp -r test/fixtures/checkpoint/. "$TL_TEST_CHECKPOINTS" && chmod -R a+rX "$TL_REPO/build/test-data" ||
 	tl_log "could not prepare $TL_TEST_CHECKPOINTS; weights tests will fail"
+# The prediction tests read model and image fixtures server-side, likewise.
+export TL_TEST_FIXTURES=$TL_REPO/build/test-data/fixtures
+rm -rf "$TL_TEST_FIXTURES" && mkdir -p "$TL_TEST_FIXTURES" &&
+	cp -r test/fixtures/predict test/fixtures/image "$TL_TEST_FIXTURES" && chmod -R a+rX "$TL_REPO/build/test-data" ||
+	tl_log "could not prepare $TL_TEST_FIXTURES; prediction tests will fail"
 
 regress() {
 	rm -rf results regression.diffs regression.out

@@ -20,6 +20,7 @@ PG_MODULE_MAGIC;
 int			tl_guc_max_image_pixels = (int) TL_DEFAULT_MAX_PIXELS;
 int			tl_guc_blas_threads = 1;
 int			tl_guc_max_image_file_size = 64 * 1024;	/* kB */
+int			tl_guc_model_cache_size = 2;
 
 static void
 assign_blas_threads(int newval, void *extra)
@@ -54,6 +55,14 @@ _PG_init(void)
 							&tl_guc_blas_threads,
 							1, 1, 64,
 							PGC_USERSET, 0, NULL, assign_blas_threads, NULL);
+
+	DefineCustomIntVariable("transfer.model_cache_size",
+							"Models each process keeps loaded for prediction.",
+							"Least recently used models are freed first. A 224-pixel "
+							"ResNet-18 takes about 115 MB (weights, gradient and activation buffers).",
+							&tl_guc_model_cache_size,
+							2, 1, 64,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("transfer");
 }

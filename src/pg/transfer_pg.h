@@ -6,5 +6,6 @@
 extern int	tl_guc_max_image_pixels;
 extern int	tl_guc_blas_threads;
 extern int	tl_guc_max_image_file_size;	/* kB */
+extern int	tl_guc_model_cache_size;
 
 #endif

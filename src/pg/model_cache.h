@@ -1,0 +1,69 @@
+/*
+ * model_cache.h - per-backend cache of models ready for prediction.
+ *
+ * Each backend (and each parallel worker) keeps up to
+ * transfer.model_cache_size models loaded: the network with its weights and
+ * batch-1 buffers planned for the model's image size.  Every lookup first
+ * asks the tables, in the caller's snapshot, which row version of the model
+ * is current (id, xmin, ctid); a cached entry is used only if it was built
+ * from exactly that version.  So a replaced, deleted or newly deployed model
+ * is seen by the next call in every process, on a hot standby too, and the
+ * check is one cached-plan index lookup, far cheaper than an inference.
+ *
+ * Entries are malloc'd core objects, freed on eviction (least recently used
+ * first) or when a newer version of the same model is loaded.
+ */
+#ifndef TL_MODEL_CACHE_H
+#define TL_MODEL_CACHE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/itemptr.h"
+
+#include "tl_resnet.h"
+
+typedef struct tl_cached_model
+{
+	/* The row version of tl_stored_models the entry was built from. */
+	int64		id;
+	TransactionId xmin;
+	ItemPointerData ctid;
+
+	char	   *name;			/* malloc'd */
+	int			num_classes;
+	char	  **classes;		/* num_classes malloc'd names */
+	int			image_size;		/* CenterCrop size */
+	int			resize;			/* Resize of the shorter side: tl_eval_resize_for() */
+
+	tl_resnet  *net;			/* planned for batch 1 at image_size */
+	float	   *input;			/* image_size^2 * 3, HWC */
+	float	   *probs;			/* num_classes */
+	size_t		bytes;			/* weights + planned buffers + the above */
+
+	uint64		last_used;		/* LRU clock */
+	int64		hits;			/* calls served since loaded */
+	TimestampTz loaded_at;
+	int			pins;			/* > 0 while a caller holds it across SPI calls */
+} tl_cached_model;
+
+/*
+ * The model named `model` (NULL: the deployed model, or before any deployment
+ * the newest trained one), loaded if needed.  Raises 42704 if there is no
+ * such model.  schema is the extension's schema (the calling function's
+ * namespace).  The entry stays valid until the next model_cache call;
+ * callers that run queries while using it pin it.
+ */
+tl_cached_model *tl_model_cache_get(const char *model, Oid schema);
+
+/* Keep an entry from eviction until unpinned or the transaction ends. */
+void		tl_model_cache_pin(tl_cached_model *m);
+void		tl_model_cache_unpin(tl_cached_model *m);
+
+/* For the tl_model_cache() view: the entries, most recently used first. */
+int			tl_model_cache_entries(tl_cached_model **out, int max);
+
+/* Evict unpinned entries, least recently used first, until at most keep remain. */
+void		tl_model_cache_trim(int keep);
+
+#endif

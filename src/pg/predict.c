@@ -1,0 +1,493 @@
+/*
+ * predict.c - SQL functions that classify images with stored models:
+ * tl_predict, tl_try_predict, tl_predict_proba, tl_predict_topk,
+ * tl_evaluate and tl_model_cache.
+ *
+ * Every function is read-only (no xid, no temporary objects), so each runs
+ * in parallel workers and on a hot standby.  Models come from the
+ * per-process cache (model_cache.c); the per-call work is palloc'd in the
+ * executor's per-call memory or freed before returning.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/parallel.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/float.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "model_cache.h"
+#include "pg_error.h"
+#include "tl_image.h"
+#include "transfer_pg.h"
+
+PG_FUNCTION_INFO_V1(tl_predict);
+PG_FUNCTION_INFO_V1(tl_try_predict);
+PG_FUNCTION_INFO_V1(tl_predict_proba);
+PG_FUNCTION_INFO_V1(tl_predict_topk);
+PG_FUNCTION_INFO_V1(tl_evaluate);
+PG_FUNCTION_INFO_V1(tl_model_cache);
+
+/* The extension's schema: the namespace of the function being called. */
+static Oid
+extension_schema(FunctionCallInfo fcinfo)
+{
+	Oid		   *cached = (Oid *) fcinfo->flinfo->fn_extra;
+
+	if (cached == NULL)
+	{
+		cached = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*cached = get_func_namespace(fcinfo->flinfo->fn_oid);
+		fcinfo->flinfo->fn_extra = cached;
+	}
+	return *cached;
+}
+
+/* The optional model argument at position argno, NULL if absent. */
+static char *
+model_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return NULL;
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* Errors that mean "this image can't be used", as opposed to our own failures. */
+static bool
+is_image_error(tl_code code)
+{
+	return code == TL_E_CORRUPT || code == TL_E_UNSUPPORTED ||
+		code == TL_E_LIMIT || code == TL_E_INVALID;
+}
+
+/*
+ * Decode img and apply the model's eval transform into m->input.  Returns
+ * false (after a DEBUG1 message) for an unusable image when skip_bad_image,
+ * otherwise raises the image core's error.
+ */
+static bool
+prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image)
+{
+	tl_image	image = {0};
+	tl_error	err;
+	tl_code		rc;
+
+	tl_error_clear(&err);
+	rc = tl_image_decode((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
+						 (int64_t) tl_guc_max_image_pixels, &image, &err);
+	if (rc == TL_OK)
+	{
+		rc = tl_transform_eval(&image, m->resize, m->image_size, m->input, &err);
+		tl_image_free(&image);
+	}
+	if (rc == TL_OK)
+		return true;
+	if (skip_bad_image && is_image_error(rc))
+	{
+		ereport(DEBUG1,
+				(errmsg_internal("tl_try_predict: skipped an image: %s", err.message)));
+		return false;
+	}
+	tl_pg_raise(&err, "could not decode image");
+}
+
+/* Forward pass + softmax into m->probs, with this process's thread setting. */
+static void
+run_model(tl_cached_model *m)
+{
+	tl_error	err;
+
+	if (tl_get_num_threads() != tl_guc_blas_threads)
+		tl_set_num_threads(tl_guc_blas_threads);
+	tl_error_clear(&err);
+	if (tl_resnet_predict(m->net, m->input, 1, m->probs, &err) != TL_OK)
+		tl_pg_raise(&err, psprintf("predicting with model \"%s\"", m->name));
+}
+
+/* torch.argmax: the first index of the largest value. */
+static int
+argmax(const float *v, int n)
+{
+	int			best = 0;
+
+	for (int i = 1; i < n; i++)
+		if (v[i] > v[best])
+			best = i;
+	return best;
+}
+
+/*
+ * A probability as float8: the decimal number float4's shortest exact output
+ * shows (0.43492225, not 0.4349222481250763), so tl_predict_topk and
+ * tl_predict_proba print and compare as the same values.
+ */
+static double
+prob_value(float p)
+{
+	char	   *s = DatumGetCString(DirectFunctionCall1(float4out, Float4GetDatum(p)));
+	double		v = strtod(s, NULL);
+
+	pfree(s);
+	return v;
+}
+
+static void
+append_prob(StringInfo buf, float p)
+{
+	char	   *s = DatumGetCString(DirectFunctionCall1(float4out, Float4GetDatum(p)));
+
+	appendStringInfoString(buf, s);
+	pfree(s);
+}
+
+static text *
+predict_common(FunctionCallInfo fcinfo, bool skip_bad_image)
+{
+	bytea	   *img = PG_GETARG_BYTEA_PP(0);
+	tl_cached_model *m;
+	text	   *result;
+
+	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
+	if (prepare_input(m, img, skip_bad_image))
+	{
+		run_model(m);
+		result = cstring_to_text(m->classes[argmax(m->probs, m->num_classes)]);
+	}
+	else
+		result = NULL;
+	PG_FREE_IF_COPY(img, 0);
+	return result;
+}
+
+/* tl_predict(img bytea[, model text]) returns text */
+Datum
+tl_predict(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(predict_common(fcinfo, false));
+}
+
+/* tl_try_predict(img bytea[, model text]) returns text: NULL for an unusable image */
+Datum
+tl_try_predict(PG_FUNCTION_ARGS)
+{
+	text	   *result = predict_common(fcinfo, true);
+
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(result);
+}
+
+/* tl_predict_proba(img bytea[, model text]) returns jsonb {class: probability} */
+Datum
+tl_predict_proba(PG_FUNCTION_ARGS)
+{
+	bytea	   *img = PG_GETARG_BYTEA_PP(0);
+	tl_cached_model *m;
+	StringInfoData buf;
+	Datum		result;
+
+	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
+	prepare_input(m, img, false);
+	run_model(m);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < m->num_classes; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, m->classes[i]);
+		appendStringInfoString(&buf, ": ");
+		append_prob(&buf, m->probs[i]);
+	}
+	appendStringInfoChar(&buf, '}');
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	pfree(buf.data);
+	PG_FREE_IF_COPY(img, 0);
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * tl_predict_topk(img bytea, k int[, model text])
+ *   returns table(rank int, class text, probability float8)
+ */
+Datum
+tl_predict_topk(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bytea	   *img = PG_GETARG_BYTEA_PP(0);
+	int32		k = PG_GETARG_INT32(1);
+	tl_cached_model *m;
+	int		   *order;
+	int			n;
+
+	if (k < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("k must be at least 1, not %d", k)));
+	InitMaterializedSRF(fcinfo, 0);
+
+	m = tl_model_cache_get(model_arg(fcinfo, 2), extension_schema(fcinfo));
+	prepare_input(m, img, false);
+	run_model(m);
+
+	/* Partial selection sort: k is small; ties keep the lower class index. */
+	n = Min(k, m->num_classes);
+	order = palloc(sizeof(int) * m->num_classes);
+	for (int i = 0; i < m->num_classes; i++)
+		order[i] = i;
+	for (int r = 0; r < n; r++)
+	{
+		int			best = r;
+
+		for (int j = r + 1; j < m->num_classes; j++)
+			if (m->probs[order[j]] > m->probs[order[best]] ||
+				(m->probs[order[j]] == m->probs[order[best]] && order[j] < order[best]))
+				best = j;
+		if (best != r)
+		{
+			int			t = order[r];
+
+			order[r] = order[best];
+			order[best] = t;
+		}
+	}
+	for (int r = 0; r < n; r++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		values[0] = Int32GetDatum(r + 1);
+		values[1] = CStringGetTextDatum(m->classes[order[r]]);
+		values[2] = Float8GetDatum(prob_value(m->probs[order[r]]));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	pfree(order);
+	PG_FREE_IF_COPY(img, 0);
+	return (Datum) 0;
+}
+
+static void
+append_double_or_null(StringInfo buf, double v, bool isnull)
+{
+	if (isnull || isnan(v) || isinf(v))
+		appendStringInfoString(buf, "null");
+	else
+		appendStringInfoString(buf, float8out_internal(v));
+}
+
+/*
+ * tl_evaluate(model text, dataset text, split text) returns jsonb:
+ * accuracy, mean cross-entropy loss (as nn.CrossEntropyLoss), the confusion
+ * matrix (rows: true class, columns: predicted, in the model's class order)
+ * and per-class precision, recall and support.
+ */
+Datum
+tl_evaluate(PG_FUNCTION_ARGS)
+{
+	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *dataset = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *split = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	Oid			schema = extension_schema(fcinfo);
+	tl_cached_model *m;
+	int			nc;
+	int64	   *confusion;
+	int64		images = 0,
+				correct = 0;
+	double		loss_sum = 0;
+	MemoryContext callcxt = CurrentMemoryContext;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	StringInfoData sql;
+	StringInfoData out;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	Datum		result;
+
+	m = tl_model_cache_get(model, schema);
+	tl_model_cache_pin(m);		/* the image query could call tl_predict itself */
+	nc = m->num_classes;
+	confusion = palloc0(sizeof(int64) * nc * nc);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT i.id, i.label, i.img FROM %s.tl_images i "
+					 "WHERE i.dataset OPERATOR(pg_catalog.=) $1 AND i.split OPERATOR(pg_catalog.=) $2 "
+					 "ORDER BY i.id",
+					 quote_identifier(get_namespace_name(schema)));
+	plan = SPI_prepare(sql.data, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	args[0] = CStringGetTextDatum(dataset);
+	args[1] = CStringGetTextDatum(split);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 16);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		image_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			char	   *label = SPI_getvalue(tup, desc, 2);
+			Datum		imgd = SPI_getbinval(tup, desc, 3, &isnull);
+			bytea	   *img;
+			int32_t		label_index = -1;
+			int32_t		pred;
+			tl_batch_result res = {0};
+			tl_error	err;
+
+			CHECK_FOR_INTERRUPTS();
+			for (int c = 0; c < nc && label && label_index < 0; c++)
+				if (strcmp(m->classes[c], label) == 0)
+					label_index = c;
+			if (label_index < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_EXCEPTION),
+						 errmsg("image %lld of dataset \"%s\" has label \"%s\", which is not a class of model \"%s\"",
+								(long long) image_id, dataset, label ? label : "(null)", m->name)));
+			if (isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("image %lld of dataset \"%s\" has no image data",
+								(long long) image_id, dataset)));
+			img = DatumGetByteaPP(imgd);
+			PG_TRY();
+			{
+				prepare_input(m, img, false);
+			}
+			PG_CATCH();
+			{
+				errcontext("evaluating image %lld of dataset \"%s\"", (long long) image_id, dataset);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			if ((Pointer) img != DatumGetPointer(imgd))
+				pfree(img);
+
+			if (tl_get_num_threads() != tl_guc_blas_threads)
+				tl_set_num_threads(tl_guc_blas_threads);
+			res.preds = &pred;
+			tl_error_clear(&err);
+			if (tl_resnet_eval_step(m->net, m->input, &label_index, 1, &res, &err) != TL_OK)
+				tl_pg_raise(&err, psprintf("evaluating model \"%s\"", m->name));
+			images++;
+			correct += res.correct;
+			loss_sum += res.loss;
+			if (pred >= 0 && pred < nc)
+				confusion[label_index * nc + pred]++;
+			pfree(label);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	SPI_finish();
+	tl_model_cache_unpin(m);
+
+	if (images == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dataset \"%s\" has no images in split \"%s\"", dataset, split),
+				 errhint("The view tl_datasets lists datasets and splits.")));
+
+	MemoryContextSwitchTo(callcxt);
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"model\": ");
+	escape_json(&out, m->name);
+	appendStringInfoString(&out, ", \"dataset\": ");
+	escape_json(&out, dataset);
+	appendStringInfoString(&out, ", \"split\": ");
+	escape_json(&out, split);
+	appendStringInfo(&out, ", \"images\": " INT64_FORMAT ", \"correct\": " INT64_FORMAT,
+					 images, correct);
+	appendStringInfoString(&out, ", \"accuracy\": ");
+	append_double_or_null(&out, (double) correct / images, false);
+	appendStringInfoString(&out, ", \"loss\": ");
+	append_double_or_null(&out, loss_sum / images, false);
+	appendStringInfoString(&out, ", \"classes\": [");
+	for (int c = 0; c < nc; c++)
+	{
+		if (c > 0)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, m->classes[c]);
+	}
+	appendStringInfoString(&out, "], \"confusion\": [");
+	for (int t = 0; t < nc; t++)
+	{
+		appendStringInfoString(&out, t > 0 ? ", [" : "[");
+		for (int p = 0; p < nc; p++)
+			appendStringInfo(&out, p > 0 ? ", " INT64_FORMAT : INT64_FORMAT,
+							 confusion[t * nc + p]);
+		appendStringInfoChar(&out, ']');
+	}
+	appendStringInfoString(&out, "], \"per_class\": {");
+	for (int c = 0; c < nc; c++)
+	{
+		int64		tp = confusion[c * nc + c];
+		int64		predicted = 0,
+					support = 0;
+
+		for (int o = 0; o < nc; o++)
+		{
+			predicted += confusion[o * nc + c];
+			support += confusion[c * nc + o];
+		}
+		if (c > 0)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, m->classes[c]);
+		appendStringInfoString(&out, ": {\"precision\": ");
+		append_double_or_null(&out, predicted ? (double) tp / predicted : 0, predicted == 0);
+		appendStringInfoString(&out, ", \"recall\": ");
+		append_double_or_null(&out, support ? (double) tp / support : 0, support == 0);
+		appendStringInfo(&out, ", \"support\": " INT64_FORMAT "}", support);
+	}
+	appendStringInfoString(&out, "}}");
+
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * tl_model_cache() returns table(model text, model_id bigint, image_size int,
+ *   bytes bigint, calls bigint, loaded_at timestamptz): this process's cache.
+ */
+Datum
+tl_model_cache(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	tl_cached_model *entries[64];
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = tl_model_cache_entries(entries, lengthof(entries));
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		values[0] = CStringGetTextDatum(entries[i]->name);
+		values[1] = Int64GetDatum(entries[i]->id);
+		values[2] = Int32GetDatum(entries[i]->image_size);
+		values[3] = Int64GetDatum((int64) entries[i]->bytes);
+		values[4] = Int64GetDatum(entries[i]->hits);
+		values[5] = TimestampTzGetDatum(entries[i]->loaded_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,137 @@
+-- Prediction: tl_predict and friends, tl_evaluate, deployments, the tl_models view.
+-- The C functions only read (cached-plan lookups in the caller's snapshot),
+-- so they are PARALLEL SAFE and work on a hot standby.  COST is high because
+-- an inference costs tens of milliseconds: it makes the planner choose
+-- parallel plans for queries that call them over many rows.
+
+-- Deployment history: the newest row says which model tl_predict(img) uses.
+CREATE TABLE @extschema@.tl_deployments (
+	id bigserial PRIMARY KEY,
+	model_id bigint REFERENCES @extschema@.tl_stored_models (id) ON DELETE SET NULL,
+	model_name text NOT NULL,
+	deployed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	deployed_by name NOT NULL DEFAULT CURRENT_USER
+);
+CREATE INDEX ON @extschema@.tl_deployments (model_id);
+COMMENT ON TABLE @extschema@.tl_deployments IS
+	'Deployment history; the newest row names the model tl_predict(img) uses (model_id is NULL once that model was deleted).';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_deployments', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_deployments_id_seq', '');
+
+CREATE FUNCTION @extschema@.tl_deploy(model text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m_id bigint;
+	dep_id bigint;
+BEGIN
+	SELECT m.id INTO m_id FROM @extschema@.tl_stored_models m WHERE m.name = model;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'model "%" does not exist', model
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The view tl_models lists the models you can deploy.';
+	END IF;
+	INSERT INTO @extschema@.tl_deployments (model_id, model_name)
+		VALUES (m_id, model) RETURNING id INTO dep_id;
+	RETURN dep_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.tl_deploy(text) IS
+	'Make model the one tl_predict(img) uses when no model is named; returns the deployment id.';
+
+CREATE FUNCTION @extschema@.tl_predict(img bytea) RETURNS text
+AS 'MODULE_PATHNAME', 'tl_predict'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_predict(bytea) IS
+	'Class predicted for the image by the deployed model (before any deployment: the newest trained model).';
+
+CREATE FUNCTION @extschema@.tl_predict(img bytea, model text) RETURNS text
+AS 'MODULE_PATHNAME', 'tl_predict'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_predict(bytea, text) IS
+	'Class predicted for the image by the named model.';
+
+CREATE FUNCTION @extschema@.tl_try_predict(img bytea) RETURNS text
+AS 'MODULE_PATHNAME', 'tl_try_predict'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea) IS
+	'Like tl_predict(img), but NULL for an image that can''t be decoded (other errors still raise).';
+
+CREATE FUNCTION @extschema@.tl_try_predict(img bytea, model text) RETURNS text
+AS 'MODULE_PATHNAME', 'tl_try_predict'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea, text) IS
+	'Like tl_predict(img, model), but NULL for an image that can''t be decoded (other errors still raise).';
+
+CREATE FUNCTION @extschema@.tl_predict_proba(img bytea) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tl_predict_proba'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea) IS
+	'Probability of every class (softmax of the logits) as {"class": probability}, by the default model.';
+
+CREATE FUNCTION @extschema@.tl_predict_proba(img bytea, model text) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tl_predict_proba'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea, text) IS
+	'Probability of every class (softmax of the logits) as {"class": probability}, by the named model.';
+
+CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer,
+	OUT rank integer, OUT class text, OUT probability double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tl_predict_topk'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000 ROWS 5;
+COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer) IS
+	'The k most probable classes by the default model, rank 1 first.';
+
+CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer, model text,
+	OUT rank integer, OUT class text, OUT probability double precision)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tl_predict_topk'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000 ROWS 5;
+COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) IS
+	'The k most probable classes by the named model, rank 1 first.';
+
+CREATE FUNCTION @extschema@.tl_evaluate(model text, dataset text, split text DEFAULT 'val')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tl_evaluate'
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000000;
+COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text) IS
+	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split.';
+
+-- Process-local state: restricted to the leader, so it shows the caller's cache.
+CREATE FUNCTION @extschema@.tl_model_cache(OUT model text, OUT model_id bigint,
+	OUT image_size integer, OUT bytes bigint, OUT calls bigint, OUT loaded_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tl_model_cache'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED ROWS 2;
+COMMENT ON FUNCTION @extschema@.tl_model_cache() IS
+	'Models this session keeps loaded for prediction, most recently used first.';
+
+-- security_invoker: callers see only the models their privileges allow.
+CREATE VIEW @extschema@.tl_models WITH (security_invoker = true) AS
+WITH deployed AS (
+	SELECT d.model_id, d.deployed_at
+	FROM @extschema@.tl_deployments d
+	ORDER BY d.id DESC
+	LIMIT 1
+), newest_trained AS (
+	SELECT m.id
+	FROM @extschema@.tl_stored_models m
+	WHERE m.source ->> 'kind' = 'trained'
+	ORDER BY m.created_at DESC, m.id DESC
+	LIMIT 1
+)
+SELECT m.id, m.name, m.arch, m.num_classes, m.classes, m.image_size,
+	m.source, m.metrics, m.created_at,
+	(m.id = dep.model_id) IS TRUE AS deployed,
+	dep.deployed_at,
+	CASE WHEN EXISTS (SELECT 1 FROM deployed)
+		THEN (m.id = dep.model_id) IS TRUE
+		ELSE m.id = (SELECT id FROM newest_trained) IS TRUE
+	END AS default_model
+FROM @extschema@.tl_stored_models m
+LEFT JOIN deployed dep ON dep.model_id = m.id
+ORDER BY m.id;
+COMMENT ON VIEW @extschema@.tl_models IS
+	'Stored models with their metrics; deployed marks the current deployment, default_model the model tl_predict(img) uses.';
