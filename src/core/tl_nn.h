@@ -34,6 +34,9 @@ typedef void (*tl_range_fn) (void *ctx, int64_t begin, int64_t end, int chunk);
  */
 int			tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx);
 
+/* Keep OpenBLAS on the calling thread (once per process; cheap to repeat). */
+void		tl_blas_single_threaded(void);
+
 /* ---- convolution (tl_nn_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape

@@ -1,19 +1,33 @@
 /*
- * tl_nn_conv.c - Conv2d (no bias) as im2col + OpenBLAS sgemm over NHWC.
+ * tl_nn_conv.c - Conv2d (no bias) as im2col + single-threaded OpenBLAS sgemm
+ * calls, spread over the core's own thread pool.  NHWC.
  *
- * The GEMMs put n*oh*ow (the large dimension) in M:
+ * The GEMMs put P = n*oh*ow (the large dimension) in M:
  *   forward  y     (P x oc) = cols (P x K) * W^T   (W is oc x K)
  *   dgrad    dcols (P x K)  = dy   (P x oc) * W
  *   wgrad    dW    (oc x K) = dy^T * cols
- * with K = c*k*k ordered (c, kh, kw), PyTorch's weight layout.  A 1x1
- * stride-1 unpadded conv needs no cols at all: x already is the matrix.
- * im2col is parallel over output rows; col2im is written as a gather over
- * input pixels so the threads never write the same element.
+ * with K = c*k*k ordered (c, kh, kw), PyTorch's weight layout, so weights are
+ * never repacked.  A 1x1 stride-1 unpadded conv needs no cols: x already is
+ * the matrix.
+ *
+ * Threads: OpenBLAS runs single-threaded (tl_parallel.c) and each pool thread
+ * makes its own sgemm calls on its share: rows of P when P is large — and
+ * then forward builds and multiplies its cols in blocks small enough to stay
+ * in cache while OpenBLAS packs them — or output columns when P is small
+ * (layer4, single images), so no thread packs more than its share.  The
+ * weight gradient is split by output channel.  col2im is written as a gather
+ * over input pixels so threads never write the same element.
  */
 #include "tl_nn.h"
+#include "tl_resnet.h"
 
 #include <cblas.h>
 #include <string.h>
+
+/* target bytes of one forward cols block (cache-resident while packed) */
+#define BLOCK_BYTES (1 << 20)
+/* rows per thread below which GEMMs are split by columns instead of rows */
+#define MIN_ROWS_PER_THREAD 256
 
 int
 tl_conv_out_size(int in, int k, int stride, int pad)
@@ -35,70 +49,98 @@ tl_conv_workspace(const tl_conv_shape *s)
 	return (int64_t) s->n * s->oh * s->ow * s->c * s->k * s->k;
 }
 
-typedef struct conv_job
+int64_t
+tl_conv_wgrad_workspace(const tl_conv_shape *s)
 {
-	const tl_conv_shape *s;
-	const float *src;
-	float	   *dst;
-	bool		accumulate;
-} conv_job;
+	if ((int64_t) s->n * s->oh * s->ow <= TL_WGRAD_CHUNK)
+		return 0;
+	return (int64_t) s->oc * s->c * s->k * s->k;
+}
 
-static void
-im2col_rows(void *p, int64_t begin, int64_t end, int chunk)
+static inline void
+split(int64_t n, int parts, int i, int64_t *b, int64_t *e)
 {
-	conv_job   *j = p;
-	const tl_conv_shape *s = j->s;
+	*b = n * i / parts;
+	*e = n * (i + 1) / parts;
+}
+
+/* ---- im2col / col2im ---- */
+
+/* cols rows [p0, p1) (output pixels in n, oh, ow order) from x */
+static void
+im2col_range(const float *x, float *cols, const tl_conv_shape *s, int64_t p0, int64_t p1)
+{
 	const int	k = s->k,
 				kk = k * k,
 				C = s->c;
 	const int64_t K = (int64_t) C * kk;
+	const int64_t ohw = (int64_t) s->oh * s->ow;
 
-	/* rows are (n, oh) pairs; each covers ow output pixels */
-	for (int64_t r = begin; r < end; r++)
+	for (int64_t p = p0; p < p1; p++)
 	{
-		int			n = (int) (r / s->oh),
-					oh = (int) (r % s->oh);
+		int			n = (int) (p / ohw),
+					oh = (int) (p % ohw / s->ow),
+					ow = (int) (p % s->ow);
+		float	   *row = cols + p * K;
 
-		for (int ow = 0; ow < s->ow; ow++)
+		for (int kh = 0; kh < k; kh++)
 		{
-			float	   *row = j->dst + (r * s->ow + ow) * K;
+			int			ih = oh * s->stride - s->pad + kh;
 
-			for (int kh = 0; kh < k; kh++)
+			for (int kw = 0; kw < k; kw++)
 			{
-				int			ih = oh * s->stride - s->pad + kh;
+				int			iw = ow * s->stride - s->pad + kw;
+				float	   *d = row + kh * k + kw;
 
-				for (int kw = 0; kw < k; kw++)
+				if (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w)
 				{
-					int			iw = ow * s->stride - s->pad + kw;
-					float	   *d = row + kh * k + kw;
+					for (int c = 0; c < C; c++)
+						d[(int64_t) c * kk] = 0.0f;
+				}
+				else
+				{
+					const float *src = x + (((int64_t) n * s->h + ih) * s->w + iw) * C;
 
-					if (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w)
-					{
-						for (int c = 0; c < C; c++)
-							d[(int64_t) c * kk] = 0.0f;
-					}
+					if (kk == 1)
+						memcpy(d, src, (size_t) C * sizeof(float));
 					else
-					{
-						const float *src = j->src + (((int64_t) n * s->h + ih) * s->w + iw) * C;
-
-						if (kk == 1)
-							memcpy(d, src, (size_t) C * sizeof(float));
-						else
-							for (int c = 0; c < C; c++)
-								d[(int64_t) c * kk] = src[c];
-					}
+						for (int c = 0; c < C; c++)
+							d[(int64_t) c * kk] = src[c];
 				}
 			}
 		}
 	}
 }
 
+typedef struct conv_job
+{
+	const tl_conv_shape *s;
+	const float *x;				/* conv input */
+	const float *w;
+	const float *dy;
+	float	   *y;				/* output / dx */
+	float	   *ws;
+	float	   *dw;
+	float	   *wtmp;
+	double	   *wacc;
+	bool		accumulate;
+	int			parts;
+} conv_job;
+
+static void
+im2col_job(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+
+	im2col_range(j->x, j->ws, j->s, begin, end);
+}
+
 void
 tl_im2col(const float *x, float *cols, const tl_conv_shape *s)
 {
-	conv_job	j = {s, x, cols, false};
+	conv_job	j = {.s = s, .x = x, .ws = cols};
 
-	tl_parallel_for((int64_t) s->n * s->oh, 1, im2col_rows, &j);
+	tl_parallel_for((int64_t) s->n * s->oh * s->ow, 16, im2col_job, &j);
 }
 
 /* Gather: input pixel (n, ih, iw) sums the cols entries that read it. */
@@ -120,7 +162,7 @@ col2im_rows(void *p, int64_t begin, int64_t end, int chunk)
 
 		for (int iw = 0; iw < s->w; iw++)
 		{
-			float	   *d = j->dst + (((int64_t) n * s->h + ih) * s->w + iw) * C;
+			float	   *d = j->y + (((int64_t) n * s->h + ih) * s->w + iw) * C;
 
 			if (!j->accumulate)
 				memset(d, 0, (size_t) C * sizeof(float));
@@ -145,7 +187,7 @@ col2im_rows(void *p, int64_t begin, int64_t end, int chunk)
 					ow = tw / st;
 					if (ow >= s->ow)
 						continue;
-					src = j->src + (((int64_t) n * s->oh + oh) * s->ow + ow) * K + kh * k + kw;
+					src = j->ws + (((int64_t) n * s->oh + oh) * s->ow + ow) * K + kh * k + kw;
 					if (kk == 1)
 						for (int c = 0; c < C; c++)
 							d[c] += src[c];
@@ -161,98 +203,202 @@ col2im_rows(void *p, int64_t begin, int64_t end, int chunk)
 void
 tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accumulate)
 {
-	conv_job	j = {s, cols, dx, accumulate};
+	conv_job	j = {.s = s, .ws = (float *) cols, .y = dx, .accumulate = accumulate};
 
 	tl_parallel_for((int64_t) s->n * s->h, 1, col2im_rows, &j);
+}
+
+/* ---- forward ---- */
+
+static bool
+split_rows(int64_t P)
+{
+	return P >= (int64_t) MIN_ROWS_PER_THREAD * tl_get_num_threads();
+}
+
+/* Thread `chunk` of `parts`: its rows, im2col + GEMM block by block. */
+static void
+forward_rows(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+	int64_t		r0,
+				r1,
+				block = BLOCK_BYTES / ((int64_t) K * 4);
+
+	/* blocks of at least 4*oc rows keep re-packing W below a quarter of the work */
+	if (block < 4 * s->oc)
+		block = 4 * s->oc;
+	for (int64_t t = begin; t < end; t++)
+	{
+		split(P, j->parts, (int) t, &r0, &r1);
+		for (int64_t b = r0; b < r1; b += block)
+		{
+			int64_t		rows = r1 - b < block ? r1 - b : block;
+			const float *a;
+
+			if (conv_is_pointwise(s))
+				a = j->x + b * K;
+			else
+			{
+				im2col_range(j->x, j->ws, s, b, b + rows);
+				a = j->ws + b * K;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows, s->oc, K,
+						1.0f, a, K, j->w, K, 0.0f, j->y + b * s->oc, s->oc);
+		}
+	}
+}
+
+/* Thread `chunk`: output channels [o0, o1) for all rows (cols built before). */
+static void
+forward_cols(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int	P = s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+	const float *a = conv_is_pointwise(s) ? j->x : j->ws;
+
+	for (int64_t t = begin; t < end; t++)
+	{
+		int64_t		o0,
+					o1;
+
+		split(s->oc, j->parts, (int) t, &o0, &o1);
+		if (o1 > o0)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, (int) (o1 - o0), K,
+						1.0f, a, K, j->w + o0 * K, K, 0.0f, j->y + o0, s->oc);
+	}
 }
 
 void
 tl_conv_forward(float *y, const float *x, const float *w, float *ws, const tl_conv_shape *s)
 {
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	conv_job	j = {.s = s, .x = x, .w = w, .y = y, .ws = ws};
+
+	tl_blas_single_threaded();
+	j.parts = tl_get_num_threads();
+	if (split_rows(P))
+		tl_parallel_for(j.parts, 1, forward_rows, &j);
+	else
+	{
+		if (!conv_is_pointwise(s))
+			tl_im2col(x, ws, s);
+		tl_parallel_for(j.parts, 1, forward_cols, &j);
+	}
+}
+
+/* ---- backward ---- */
+
+/*
+ * dW rows [o0, o1) = dy[:, o0:o1]^T * a.  Past TL_WGRAD_CHUNK rows of P the
+ * sum runs in chunks whose float results are added in double.
+ */
+static void
+wgrad_part(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
 	const int	P = s->n * s->oh * s->ow;
 	const int	K = s->c * s->k * s->k;
-	const float *a = x;
+	const float *a = conv_is_pointwise(s) ? j->x : j->ws;
 
-	if (!conv_is_pointwise(s))
+	for (int64_t t = begin; t < end; t++)
 	{
-		tl_im2col(x, ws, s);
-		a = ws;
+		int64_t		o0,
+					o1,
+					n;
+		int			m;
+
+		split(s->oc, j->parts, (int) t, &o0, &o1);
+		m = (int) (o1 - o0);
+		n = (int64_t) m * K;
+		if (m == 0)
+			continue;
+		if (P <= TL_WGRAD_CHUNK || !j->wtmp || !j->wacc)
+		{
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, K, P,
+						1.0f, j->dy + o0, s->oc, a, K, 0.0f, j->dw + o0 * K, K);
+			continue;
+		}
+		{
+			float	   *tmp = j->wtmp + o0 * K;
+			double	   *acc = j->wacc + o0 * K;
+
+			memset(acc, 0, (size_t) n * sizeof(double));
+			for (int r = 0; r < P; r += TL_WGRAD_CHUNK)
+			{
+				int			rows = P - r < TL_WGRAD_CHUNK ? P - r : TL_WGRAD_CHUNK;
+
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, K, rows,
+							1.0f, j->dy + (int64_t) r * s->oc + o0, s->oc, a + (int64_t) r * K, K,
+							0.0f, tmp, K);
+				for (int64_t i = 0; i < n; i++)
+					acc[i] += tmp[i];
+			}
+			for (int64_t i = 0; i < n; i++)
+				j->dw[o0 * K + i] = (float) acc[i];
+		}
 	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, s->oc, K,
-				1.0f, a, K, w, K, 0.0f, y, s->oc);
 }
 
-int64_t
-tl_conv_wgrad_workspace(const tl_conv_shape *s)
-{
-	if ((int64_t) s->n * s->oh * s->ow <= TL_WGRAD_CHUNK)
-		return 0;
-	return (int64_t) s->oc * s->c * s->k * s->k;
-}
-
-/* dw = dy^T * a over P rows, in chunks summed in double when P is large. */
+/* dcols (or dx for pointwise) = dy * W: rows of P, or columns of K when P is small */
 static void
-conv_wgrad(float *dw, const float *dy, const float *a, int P, int oc, int K,
-		   float *wtmp, double *wacc)
+dgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 {
-	const int64_t n = (int64_t) oc * K;
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+	const bool	pointwise = conv_is_pointwise(s);
+	float	   *out = pointwise ? j->y : j->ws;
+	const float beta = pointwise && j->accumulate ? 1.0f : 0.0f;
 
-	if (P <= TL_WGRAD_CHUNK || !wtmp || !wacc)
+	for (int64_t t = begin; t < end; t++)
 	{
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, K, P,
-					1.0f, dy, oc, a, K, 0.0f, dw, K);
-		return;
-	}
-	memset(wacc, 0, (size_t) n * sizeof(double));
-	for (int r = 0; r < P; r += TL_WGRAD_CHUNK)
-	{
-		int			rows = P - r < TL_WGRAD_CHUNK ? P - r : TL_WGRAD_CHUNK;
+		int64_t		b,
+					e;
 
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, K, rows,
-					1.0f, dy + (int64_t) r * oc, oc, a + (int64_t) r * K, K, 0.0f, wtmp, K);
-		for (int64_t i = 0; i < n; i++)
-			wacc[i] += wtmp[i];
+		if (split_rows(P))
+		{
+			split(P, j->parts, (int) t, &b, &e);
+			if (e > b)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) (e - b), K, s->oc,
+							1.0f, j->dy + b * s->oc, s->oc, j->w, K, beta, out + b * K, K);
+		}
+		else
+		{
+			split(K, j->parts, (int) t, &b, &e);
+			if (e > b)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) P, (int) (e - b), s->oc,
+							1.0f, j->dy, s->oc, j->w + b, K, beta, out + b, K);
+		}
 	}
-	for (int64_t i = 0; i < n; i++)
-		dw[i] = (float) wacc[i];
 }
 
 void
 tl_conv_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
 				 float *ws, float *wtmp, double *wacc, const tl_conv_shape *s, bool accumulate)
 {
-	const int	P = s->n * s->oh * s->ow;
-	const int	K = s->c * s->k * s->k;
-	const bool	pointwise = conv_is_pointwise(s);
+	conv_job	j = {.s = s, .x = x, .w = w, .dy = dy, .y = dx, .ws = ws, .dw = dw,
+	.wtmp = wtmp, .wacc = wacc, .accumulate = accumulate};
 
+	tl_blas_single_threaded();
+	j.parts = tl_get_num_threads();
 	if (dw)
 	{
-		const float *a = x;
-
-		if (!pointwise)
-		{
+		if (!conv_is_pointwise(s))
 			tl_im2col(x, ws, s);
-			a = ws;
-		}
-		conv_wgrad(dw, dy, a, P, s->oc, K, wtmp, wacc);
+		tl_parallel_for(j.parts, 1, wgrad_part, &j);
 	}
 	if (dx)
 	{
-		if (pointwise)
-		{
-			if (accumulate)
-			{
-				/* dx += dy * W without a temporary: beta = 1 */
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, K, s->oc,
-							1.0f, dy, s->oc, w, K, 1.0f, dx, K);
-			}
-			else
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, K, s->oc,
-							1.0f, dy, s->oc, w, K, 0.0f, dx, K);
-			return;
-		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, K, s->oc,
-					1.0f, dy, s->oc, w, K, 0.0f, ws, K);
-		tl_col2im(ws, dx, s, accumulate);
+		tl_parallel_for(j.parts, 1, dgrad_part, &j);
+		if (!conv_is_pointwise(s))
+			tl_col2im(ws, dx, s, accumulate);
 	}
 }

@@ -3,7 +3,8 @@
  *
  * Thread counts are explicit: nothing here reads OPENBLAS_NUM_THREADS or
  * starts threads at load time, so a forked PostgreSQL backend only gets the
- * threads its setting asks for.  The pool is created on first use and
+ * threads its setting asks for.  All compute threads are this pool's:
+ * OpenBLAS is kept single-threaded and called from the pool's threads.  The pool is created on first use and
  * remembers the pid that created it: a forked child (a PostgreSQL backend
  * forked from the postmaster) has no copies of the parent's threads, so it
  * abandons the inherited pool state and builds its own.
@@ -20,6 +21,7 @@
 extern void openblas_set_num_threads(int num_threads);
 
 static int	tl_num_threads = 1;
+static pid_t tl_blas_pinned_pid;
 
 typedef struct tl_pool
 {
@@ -196,6 +198,23 @@ tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx)
 	return nchunks;
 }
 
+/*
+ * The engine splits its GEMMs over the pool itself, so OpenBLAS must run each
+ * call on the calling thread: its own threads would compete with the pool's
+ * (they spin in sched_yield between calls) and multiply the thread count.
+ */
+void
+tl_blas_single_threaded(void)
+{
+	pid_t		pid = getpid();
+
+	if (tl_blas_pinned_pid != pid)
+	{
+		openblas_set_num_threads(1);
+		tl_blas_pinned_pid = pid;
+	}
+}
+
 void
 tl_set_num_threads(int n)
 {
@@ -204,7 +223,8 @@ tl_set_num_threads(int n)
 	if (n > TL_MAX_THREADS)
 		n = TL_MAX_THREADS;
 	tl_num_threads = n;
-	openblas_set_num_threads(n);
+	tl_blas_pinned_pid = 0;
+	tl_blas_single_threaded();
 }
 
 int

@@ -43,7 +43,7 @@ typedef struct tl_batch_result
 	int32_t    *preds;			/* caller-provided array of n, or NULL */
 } tl_batch_result;
 
-/* Process-wide compute threads (OpenBLAS and the core's own kernels). */
+/* Process-wide compute threads: the core's pool runs every kernel, OpenBLAS calls included. */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
 
