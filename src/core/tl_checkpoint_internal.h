@@ -24,6 +24,9 @@ typedef enum tl_elem_type
 void		tl_convert_to_f32(tl_elem_type type, const uint8_t *src, int64_t numel, float *dst);
 float		tl_half_to_float(uint16_t h);
 
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+bool		tl_utf8_valid(const uint8_t *p, size_t len);
+
 /* numel floats as little-endian bytes. */
 void		tl_put_f32le(uint8_t *dst, const float *src, int64_t numel);
 

@@ -299,6 +299,9 @@ pk_string(pk_reader *r, uint64_t n)
 
 	if (!pk_need(r, n))
 		return pk_error(r, TL_E_CORRUPT, "string runs past the end");
+	/* Python decodes these as UTF-8 and so must we: names end up as SQL text. */
+	if (!tl_utf8_valid(r->p, (size_t) n))
+		return pk_error(r, TL_E_CORRUPT, "string is not valid UTF-8");
 	if (!(o = pk_new(r, PK_STR)))
 		return r->err->code;
 	o->str = malloc((size_t) n + 1);

@@ -932,11 +932,10 @@ sb_json_string(strbuf *sb, const char *s)
 	sb_puts(sb, "\"");
 }
 
-static bool
-valid_utf8(const char *s)
+bool
+tl_utf8_valid(const uint8_t *p, size_t len)
 {
-	const uint8_t *p = (const uint8_t *) s,
-			   *end = p + strlen(s);
+	const uint8_t *end = p + len;
 
 	while (p < end)
 	{
@@ -947,6 +946,12 @@ valid_utf8(const char *s)
 		p += n;
 	}
 	return true;
+}
+
+static bool
+valid_utf8(const char *s)
+{
+	return tl_utf8_valid((const uint8_t *) s, strlen(s));
 }
 
 tl_code

@@ -11,6 +11,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -350,6 +351,8 @@ tl_store_save(const char *name, const tl_state_dict *sd,
 		/* The core keeps no BatchNorm step counters; exporters write zeros. */
 		if (tl_ckpt_is_batch_counter(t->name))
 			continue;
+		/* Keys come from files: they must be valid text in this database's encoding. */
+		pg_verifymbstr(t->name, strlen(t->name), false);
 		if (nbytes > (int64) (MaxAllocSize - VARHDRSZ))
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

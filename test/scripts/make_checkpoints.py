@@ -207,6 +207,9 @@ def bad_files(out):
             p_str("storage"), p_global("collections", "OrderedDict"), p_str("0"), p_str("cpu"), p_int(4)))),
         [("0", f4)])
     files["corrupt-missing-storage.pth"] = torch_zip_with_pickle(good_pkl)
+    files["corrupt-key-not-utf8.pth"] = torch_zip_with_pickle(
+        p_state_dict(p_tensor("w", "0", 4, (2, 2), (2, 1)).replace(p_str("w"), b"X\x02\x00\x00\x00\xff\xfe", 1)),
+        [("0", f4)])
     files["corrupt-stack-underflow.pth"] = torch_zip_with_pickle(b"\x80\x02t.")
     files["corrupt-no-stop.pth"] = torch_zip_with_pickle(good_pkl[:-1])
     files["corrupt-memo-unset.pth"] = torch_zip_with_pickle(b"\x80\x02h\x07.")
