@@ -2,9 +2,11 @@
  * model_cache.c - per-backend cache of models ready for prediction.
  *
  * See model_cache.h for the validity rule.  The lookups run through SPI plans
- * prepared once per process under search_path = pg_catalog, pg_temp with
- * schema-qualified table names, so a caller's search_path can't redirect
- * them; they run read-only in the caller's snapshot, as the caller (so
+ * prepared once per process, with schema-qualified tables and operators: the
+ * plan cache re-parses a plan whenever the caller's search_path differs from
+ * the one it was parsed under, so qualification is what keeps a hostile
+ * search_path from redirecting them.  They run read-only in the caller's
+ * snapshot, as the caller (so
  * table privileges and row-level security apply), and write nothing, which
  * keeps prediction usable in parallel workers and on a hot standby.
  */
@@ -19,7 +21,6 @@
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -34,7 +35,8 @@
  * Which stored models count as trained (for the default model before any
  * deployment): those whose source records a training run.
  */
-#define TL_TRAINED_MODEL_CONDITION "m.source ->> 'kind' = 'trained'"
+#define TL_TRAINED_MODEL_CONDITION \
+	"(m.source OPERATOR(pg_catalog.->>) 'kind') OPERATOR(pg_catalog.=) 'trained'"
 
 /* Largest model image size accepted (the input buffer is size^2 * 3 floats). */
 #define TL_MAX_MODEL_IMAGE_SIZE 1024
@@ -150,15 +152,8 @@ tl_model_cache_entries(tl_cached_model **out, int max)
 static SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *argtypes)
 {
-	int			nestlevel = NewGUCNestLevel();
-	SPIPlanPtr	plan;
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
-	/* GUC_ACTION_SAVE is allowed in parallel workers; undone just below. */
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	plan = SPI_prepare(sql, nargs, argtypes);
-	AtEOXact_GUC(true, nestlevel);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
@@ -192,14 +187,15 @@ prepare_plans(Oid schema)
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT m.id, m.xmin, m.ctid, m.name FROM %s.tl_stored_models m "
-					 "WHERE m.name = $1", nsp);
+					 "WHERE m.name OPERATOR(pg_catalog.=) $1", nsp);
 	plan_by_name = prepare_saved(sql.data, 1, text_arg);
 
 	/* The newest deployment; its model is NULL once the model was deleted. */
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT m.id, m.xmin, m.ctid, d.model_name "
-					 "FROM %s.tl_deployments d LEFT JOIN %s.tl_stored_models m ON m.id = d.model_id "
+					 "FROM %s.tl_deployments d "
+					 "LEFT JOIN %s.tl_stored_models m ON m.id OPERATOR(pg_catalog.=) d.model_id "
 					 "ORDER BY d.id DESC LIMIT 1", nsp, nsp);
 	plan_deployed = prepare_saved(sql.data, 0, NULL);
 
