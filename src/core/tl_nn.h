@@ -66,22 +66,28 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
 
 /*
- * The weight gradient sums n*oh*ow products per element.  Past
- * TL_WGRAD_CHUNK rows it is summed in chunks whose float GEMM results are
- * added in double: a single float GEMM over 50k rows (conv1 at 224x224,
- * batch 4) loses about 1e-2 of relative accuracy where the products cancel.
- * wtmp (oc*K floats) and wacc (oc*K doubles) are needed only then.
+ * The weight gradient sums n*oh*ow products per element.  With P large it is
+ * split over threads by rows: each thread builds its cols block by block
+ * (cache-resident), multiplies into a float partial (wtmp) and flushes that
+ * into its double accumulator (wacc) every TL_WGRAD_CHUNK rows; the threads'
+ * accumulators are then added in double.  With P small it is split by output
+ * channel, and past TL_WGRAD_CHUNK rows chunks are likewise added in double
+ * (a single float sum over 50k rows loses ~1e-2 where the products cancel).
+ * tl_conv_wgrad_workspace(s, parts) is the floats of wtmp and the doubles of
+ * wacc that `parts` threads need (0: none).
  */
 #define TL_WGRAD_CHUNK 4096
-int64_t		tl_conv_wgrad_workspace(const tl_conv_shape *s);	/* oc*K, or 0 */
+int64_t		tl_conv_wgrad_workspace(const tl_conv_shape *s, int parts);
 
 /*
  * dw (oc, c, k, k) = dy^T * cols(x)   (overwritten; skipped if dw is NULL)
  * dx = col2im(dy * W)                 (skipped if dx is NULL; accumulated into
  *                                      dx when accumulate, else overwritten)
+ * wtmp/wacc hold tl_conv_wgrad_workspace(s, parts) elements (or are NULL);
+ * at most `parts` threads then share the weight gradient by rows.
  */
 void		tl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
-							 const float *w, float *ws, float *wtmp, double *wacc,
+							 const float *w, float *ws, float *wtmp, double *wacc, int parts,
 							 const tl_conv_shape *s, bool accumulate);
 
 void		tl_im2col(const float *x, float *cols, const tl_conv_shape *s);

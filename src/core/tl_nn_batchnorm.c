@@ -170,82 +170,118 @@ tl_bn_forward_eval(float *y, const float *x, const float *gamma, const float *be
 	tl_parallel_for(P, 64, transform_rows, &j);
 }
 
+/*
+ * Rows are summed in float over blocks of SUM_BLOCK rows (full-width vector
+ * arithmetic), and the block sums are added in double: float rounding only
+ * ever sees SUM_BLOCK terms.
+ */
+#define SUM_BLOCK 16
+
 /* Pass 1 of backward: g = dy [masked by relu_out > 0]; sums of g and (x - mean) g. */
 static void
 backward_sums_rows(void *p, int64_t begin, int64_t end, int chunk)
 {
 	bn_job	   *j = p;
 	const int	C = j->C;
-	double	   *sg = j->partials + (int64_t) chunk * 2 * C;
-	double	   *sxg = sg + C;
+	double	   *restrict sg = j->partials + (int64_t) chunk * 2 * C;
+	double	   *restrict sxg = sg + C;
+	float		mean[TL_NN_MAX_CHANNELS],
+				bg[TL_NN_MAX_CHANNELS],
+				bxg[TL_NN_MAX_CHANNELS];
 
 	memset(sg, 0, 2 * (size_t) C * sizeof(double));
-	for (int64_t r = begin; r < end; r++)
+	for (int c = 0; c < C; c++)
+		mean[c] = (float) j->mean[c];
+	for (int64_t r0 = begin; r0 < end; r0 += SUM_BLOCK)
 	{
-		const float *x = j->x + r * C;
-		const float *dy = j->dy + r * C;
+		int64_t		r1 = r0 + SUM_BLOCK < end ? r0 + SUM_BLOCK : end;
 
-		if (j->relu_out)
+		memset(bg, 0, (size_t) C * sizeof(float));
+		memset(bxg, 0, (size_t) C * sizeof(float));
+		for (int64_t r = r0; r < r1; r++)
 		{
-			const float *o = j->relu_out + r * C;
-			float	   *m = j->dy_masked ? j->dy_masked + r * C : NULL;
+			const float *restrict x = j->x + r * C;
+			const float *restrict dy = j->dy + r * C;
 
-			for (int c = 0; c < C; c++)
+			if (j->relu_out)
 			{
-				float		g = o[c] > 0.0f ? dy[c] : 0.0f;
+				const float *restrict o = j->relu_out + r * C;
 
-				if (m)
-					m[c] = g;
-				sg[c] += g;
-				sxg[c] += ((double) x[c] - j->mean[c]) * g;
+				if (j->dy_masked)
+				{
+					float	   *restrict m = j->dy_masked + r * C;
+
+					for (int c = 0; c < C; c++)
+					{
+						float		g = o[c] > 0.0f ? dy[c] : 0.0f;
+
+						m[c] = g;
+						bg[c] += g;
+						bxg[c] += (x[c] - mean[c]) * g;
+					}
+				}
+				else
+					for (int c = 0; c < C; c++)
+					{
+						float		g = o[c] > 0.0f ? dy[c] : 0.0f;
+
+						bg[c] += g;
+						bxg[c] += (x[c] - mean[c]) * g;
+					}
 			}
+			else
+				for (int c = 0; c < C; c++)
+				{
+					bg[c] += dy[c];
+					bxg[c] += (x[c] - mean[c]) * dy[c];
+				}
 		}
-		else
-			for (int c = 0; c < C; c++)
-			{
-				sg[c] += dy[c];
-				sxg[c] += ((double) x[c] - j->mean[c]) * dy[c];
-			}
+		for (int c = 0; c < C; c++)
+		{
+			sg[c] += bg[c];
+			sxg[c] += bxg[c];
+		}
 	}
 }
 
-/*
- * Pass 2: dx = (g - mean(g) - (x - mean) * k) * invstd * gamma, evaluated in
- * double.  The (x - mean) * k term removes the gradient's component along
- * x_hat; rounding mean or k to float would leave an error exactly along
- * x_hat, which the next weight gradient (a sum over all rows of dx times the
- * conv input, i.e. of x_hat times it) amplifies by orders of magnitude.
- */
+/* Pass 2: dx = (g - mean(g) - (x - mean) * k) * invstd * gamma. */
 static void
 backward_dx_rows(void *p, int64_t begin, int64_t end, int chunk)
 {
 	bn_job	   *j = p;
 	const int	C = j->C;
-	const double *a = j->scale,
-			   *k = j->scale + C,
-			   *mg = j->shift,
-			   *mean = j->shift + C;
+	float		a[TL_NN_MAX_CHANNELS],
+				k[TL_NN_MAX_CHANNELS],
+				mg[TL_NN_MAX_CHANNELS],
+				mean[TL_NN_MAX_CHANNELS];
 
+	for (int c = 0; c < C; c++)
+	{
+		a[c] = (float) j->scale[c];
+		k[c] = (float) j->scale[C + c];
+		mg[c] = (float) j->shift[c];
+		mean[c] = (float) j->shift[C + c];
+	}
 	for (int64_t r = begin; r < end; r++)
 	{
-		const float *x = j->x + r * C;
-		const float *dy = j->dy + r * C;
+		const float *restrict x = j->x + r * C;
+		const float *restrict dy = j->dy + r * C;
 		float	   *dx = j->y + r * C;
 
 		if (j->relu_out)
 		{
-			const float *o = j->relu_out + r * C;
+			const float *restrict o = j->relu_out + r * C;
 
 			for (int c = 0; c < C; c++)
 			{
-				double		g = o[c] > 0.0f ? dy[c] : 0.0f;
+				float		g = o[c] > 0.0f ? dy[c] : 0.0f;
 
-				dx[c] = (float) ((g - mg[c] - ((double) x[c] - mean[c]) * k[c]) * a[c]);
+				dx[c] = (g - mg[c] - (x[c] - mean[c]) * k[c]) * a[c];
 			}
 		}
 		else
 			for (int c = 0; c < C; c++)
-				dx[c] = (float) (((double) dy[c] - mg[c] - ((double) x[c] - mean[c]) * k[c]) * a[c]);
+				dx[c] = (dy[c] - mg[c] - (x[c] - mean[c]) * k[c]) * a[c];
 	}
 }
 

@@ -49,12 +49,20 @@ tl_conv_workspace(const tl_conv_shape *s)
 	return (int64_t) s->n * s->oh * s->ow * s->c * s->k * s->k;
 }
 
+
 int64_t
-tl_conv_wgrad_workspace(const tl_conv_shape *s)
+tl_conv_wgrad_workspace(const tl_conv_shape *s, int parts)
 {
-	if ((int64_t) s->n * s->oh * s->ow <= TL_WGRAD_CHUNK)
-		return 0;
-	return (int64_t) s->oc * s->c * s->k * s->k;
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int64_t ocK = (int64_t) s->oc * s->c * s->k * s->k;
+
+	if (parts < 1)
+		parts = 1;
+	if (P >= (int64_t) MIN_ROWS_PER_THREAD * parts)
+		return parts * ocK;
+	if (P > TL_WGRAD_CHUNK)
+		return ocK;
+	return 0;
 }
 
 static inline void
@@ -346,6 +354,78 @@ wgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 	}
 }
 
+/*
+ * Thread t: rows [r0, r1) in cache-sized blocks: im2col the block, dW partial
+ * += dy_blk^T * cols_blk in float, flushed into the thread's double
+ * accumulator every TL_WGRAD_CHUNK rows.
+ */
+static void
+wgrad_rows(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+	const int64_t n = (int64_t) s->oc * K;
+	int64_t		block = BLOCK_BYTES / ((int64_t) K * 4);
+
+	if (block < 4 * s->oc)
+		block = 4 * s->oc;
+	if (block > TL_WGRAD_CHUNK)
+		block = TL_WGRAD_CHUNK;
+	for (int64_t t = begin; t < end; t++)
+	{
+		float	   *tmp = j->wtmp + t * n;
+		double	   *acc = j->wacc + t * n;
+		int64_t		r0,
+					r1,
+					pending = 0;
+
+		split(P, j->parts, (int) t, &r0, &r1);
+		memset(acc, 0, (size_t) n * sizeof(double));
+		for (int64_t b = r0; b < r1; b += block)
+		{
+			int64_t		rows = r1 - b < block ? r1 - b : block;
+			const float *a;
+
+			if (conv_is_pointwise(s))
+				a = j->x + b * K;
+			else
+			{
+				im2col_range(j->x, j->ws, s, b, b + rows);
+				a = j->ws + b * K;
+			}
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, K, (int) rows,
+						1.0f, j->dy + b * s->oc, s->oc, a, K, pending ? 1.0f : 0.0f, tmp, K);
+			pending += rows;
+			if (pending + block > TL_WGRAD_CHUNK || b + rows >= r1)
+			{
+				for (int64_t i = 0; i < n; i++)
+					acc[i] += tmp[i];
+				pending = 0;
+			}
+		}
+	}
+}
+
+/* dw = sum of the threads' double accumulators, over a slice of elements */
+static void
+wgrad_reduce(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int64_t n = (int64_t) s->oc * s->c * s->k * s->k;
+
+	for (int64_t i = begin; i < end; i++)
+	{
+		double		v = 0;
+
+		for (int t = 0; t < j->parts; t++)
+			v += j->wacc[t * n + i];
+		j->dw[i] = (float) v;
+	}
+}
+
 /* dcols (or dx for pointwise) = dy * W: rows of P, or columns of K when P is small */
 static void
 dgrad_part(void *p, int64_t begin, int64_t end, int chunk)
@@ -382,21 +462,34 @@ dgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 
 void
 tl_conv_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
-				 float *ws, float *wtmp, double *wacc, const tl_conv_shape *s, bool accumulate)
+				 float *ws, float *wtmp, double *wacc, int parts, const tl_conv_shape *s,
+				 bool accumulate)
 {
 	conv_job	j = {.s = s, .x = x, .w = w, .dy = dy, .y = dx, .ws = ws, .dw = dw,
 	.wtmp = wtmp, .wacc = wacc, .accumulate = accumulate};
 
 	tl_blas_single_threaded();
-	j.parts = tl_get_num_threads();
 	if (dw)
 	{
-		if (!conv_is_pointwise(s))
-			tl_im2col(x, ws, s);
-		tl_parallel_for(j.parts, 1, wgrad_part, &j);
+		const int64_t P = (int64_t) s->n * s->oh * s->ow;
+
+		j.parts = tl_get_num_threads() < parts ? tl_get_num_threads() : parts;
+		if (wtmp && wacc && P >= (int64_t) MIN_ROWS_PER_THREAD * j.parts)
+		{
+			tl_parallel_for(j.parts, 1, wgrad_rows, &j);
+			tl_parallel_for((int64_t) s->oc * s->c * s->k * s->k, 4096, wgrad_reduce, &j);
+		}
+		else
+		{
+			j.parts = tl_get_num_threads();
+			if (!conv_is_pointwise(s))
+				tl_im2col(x, ws, s);
+			tl_parallel_for(j.parts, 1, wgrad_part, &j);
+		}
 	}
 	if (dx)
 	{
+		j.parts = tl_get_num_threads();
 		tl_parallel_for(j.parts, 1, dgrad_part, &j);
 		if (!conv_is_pointwise(s))
 			tl_col2im(ws, dx, s, accumulate);

@@ -115,8 +115,9 @@ struct tl_resnet
 			   *dlogits,
 			   *dfeats;
 	float	   *ws;				/* im2col / col2im workspace */
-	float	   *wtmp;			/* chunked weight-gradient partials */
+	float	   *wtmp;			/* weight-gradient partials (tl_nn.h) */
 	double	   *wacc;
+	int			wparts;			/* threads they are sized for */
 	double	   *partials;		/* BN per-thread sums */
 	float	   *g[4];			/* activation gradients, largest block size */
 	float	   *g0;				/* gradient at conv1's output */

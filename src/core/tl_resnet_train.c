@@ -80,12 +80,14 @@ layout(tl_resnet *net, arena_cursor *a)
 				w;
 	tl_conv_shape s;
 
+	/* weight-gradient partials for the thread count at plan time */
+	net->wparts = tl_get_num_threads();
 	net->x_in = take(a, act(N, net->height, net->width, 3) * 4);
 	s = conv_shape(&net->conv1, N, net->height, net->width);
 	net->h1 = s.oh;
 	net->w1 = s.ow;
 	ws = tl_conv_workspace(&s);
-	wg = tl_conv_wgrad_workspace(&s);
+	wg = tl_conv_wgrad_workspace(&s, net->wparts);
 	net->z0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->a0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->hp = tl_conv_out_size(net->h1, 3, 2, 1);
@@ -108,8 +110,8 @@ layout(tl_resnet *net, arena_cursor *a)
 		s = conv_shape(&blk->conv1, N, h, w);
 		if (tl_conv_workspace(&s) > ws)
 			ws = tl_conv_workspace(&s);
-		if (tl_conv_wgrad_workspace(&s) > wg)
-			wg = tl_conv_wgrad_workspace(&s);
+		if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
+			wg = tl_conv_wgrad_workspace(&s, net->wparts);
 		blk->h = s.oh;
 		blk->w = s.ow;
 		sz = act(N, s.oh, s.ow, blk->cout);
@@ -118,8 +120,8 @@ layout(tl_resnet *net, arena_cursor *a)
 		s = conv_shape(&blk->conv2, N, blk->h, blk->w);
 		if (tl_conv_workspace(&s) > ws)
 			ws = tl_conv_workspace(&s);
-		if (tl_conv_wgrad_workspace(&s) > wg)
-			wg = tl_conv_wgrad_workspace(&s);
+		if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
+			wg = tl_conv_wgrad_workspace(&s, net->wparts);
 		blk->z1 = take(a, sz * 4);
 		blk->a1 = take(a, sz * 4);
 		blk->z2 = take(a, sz * 4);
@@ -133,8 +135,8 @@ layout(tl_resnet *net, arena_cursor *a)
 			s = conv_shape(&blk->ds_conv, N, h, w);
 			if (tl_conv_workspace(&s) > ws)
 				ws = tl_conv_workspace(&s);
-			if (tl_conv_wgrad_workspace(&s) > wg)
-				wg = tl_conv_wgrad_workspace(&s);
+			if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
+				wg = tl_conv_wgrad_workspace(&s, net->wparts);
 			blk->zd = take(a, sz * 4);
 			blk->dn = take(a, sz * 4);
 			blk->ds_bn.save_mean = take(a, blk->cout * 8);
@@ -436,7 +438,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 			bn_backward(net, &blk->ds_bn, gtmp, NULL, gtmp, NULL, blk->zd, rows);
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
 			tl_conv_backward(gin, grad_of(net, blk->ds_conv.weight), gtmp, in,
-							 param_of(net, blk->ds_conv.weight), net->ws, net->wtmp, net->wacc, &s, false);
+							 param_of(net, blk->ds_conv.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
 		}
 		else
 		{
@@ -447,12 +449,12 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		/* conv2: d(a1) into gout (free now) */
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
 		tl_conv_backward(gout, grad_of(net, blk->conv2.weight), gmid, blk->a1,
-						 param_of(net, blk->conv2.weight), net->ws, net->wtmp, net->wacc, &s, false);
+						 param_of(net, blk->conv2.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
 		/* relu + bn1 in place */
 		bn_backward(net, &blk->bn1, gout, NULL, gout, blk->a1, blk->z1, rows);
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
 		tl_conv_backward(gin, grad_of(net, blk->conv1.weight), gout, in,
-						 param_of(net, blk->conv1.weight), net->ws, net->wtmp, net->wacc, &s, true);
+						 param_of(net, blk->conv1.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, true);
 		/* gin is d(block input) = d(previous block's out) */
 		swap = gout;
 		gout = gin;
@@ -464,7 +466,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 	/* conv1: the input needs no gradient */
 	s = conv_shape(&net->conv1, n, net->height, net->width);
 	tl_conv_backward(NULL, grad_of(net, net->conv1.weight), net->g0, net->x_in,
-					 param_of(net, net->conv1.weight), net->ws, net->wtmp, net->wacc, &s, false);
+					 param_of(net, net->conv1.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
 	net->grads_valid = true;
 	return TL_OK;
 }

@@ -76,47 +76,70 @@ tl_sgd_set_lr(tl_sgd *opt, double lr)
 	opt->cfg.lr = lr;
 }
 
+typedef struct sgd_job
+{
+	float	   *p;
+	const float *g;
+	float	   *b;
+	float		lr,
+				mom,
+				damp1,
+				wd;
+	bool		nesterov;
+	bool		first;			/* no momentum buffer yet */
+} sgd_job;
+
+static void
+sgd_range(void *arg, int64_t begin, int64_t end, int chunk)
+{
+	const sgd_job *j = arg;
+	float	   *p = j->p;
+	const float *g = j->g;
+	float	   *b = j->b;
+
+	for (int64_t i = begin; i < end; i++)
+	{
+		float		d = g[i];
+
+		if (j->wd != 0.0f)
+			d = d + j->wd * p[i];
+		if (j->mom != 0.0f)
+		{
+			if (j->first)
+				b[i] = d;
+			else
+				b[i] = b[i] * j->mom + j->damp1 * d;
+			d = j->nesterov ? d + j->mom * b[i] : b[i];
+		}
+		p[i] = p[i] - j->lr * d;
+	}
+}
+
 tl_code
 tl_sgd_step(tl_sgd *opt, tl_error *err)
 {
 	tl_resnet  *net = opt->net;
-	const float lr = (float) opt->cfg.lr,
-				mom = (float) opt->cfg.momentum,
-				damp1 = (float) (1.0 - opt->cfg.dampening),
-				wd = (float) opt->cfg.weight_decay;
-	const bool	nesterov = opt->cfg.nesterov;
+	sgd_job		j;
 
+	j.lr = (float) opt->cfg.lr;
+	j.mom = (float) opt->cfg.momentum;
+	j.damp1 = (float) (1.0 - opt->cfg.dampening);
+	j.wd = (float) opt->cfg.weight_decay;
+	j.nesterov = opt->cfg.nesterov;
 	if (!net->grads_valid)
 		return tl_fail(err, TL_E_INVALID, "SGD step without gradients: run backward first");
 	for (int e = 0; e < net->nentries; e++)
 	{
 		const tl_param_entry *pe = &net->entries[e];
-		float	   *p,
-				   *g,
-				   *b;
 
 		if (!tl_resnet_entry_has_grad(net, e))
 			continue;
-		p = net->params + pe->offset;
-		g = net->grads + pe->offset;
-		b = opt->buf + pe->offset;
-		for (int64_t i = 0; i < pe->numel; i++)
-		{
-			float		d = g[i];
-
-			if (wd != 0.0f)
-				d = d + wd * p[i];
-			if (mom != 0.0f)
-			{
-				if (!opt->has_buf[e])
-					b[i] = d;
-				else
-					b[i] = b[i] * mom + damp1 * d;
-				d = nesterov ? d + mom * b[i] : b[i];
-			}
-			p[i] = p[i] - lr * d;
-		}
-		if (mom != 0.0f)
+		j.p = net->params + pe->offset;
+		j.g = net->grads + pe->offset;
+		j.b = opt->buf + pe->offset;
+		j.first = !opt->has_buf[e];
+		tl_parallel_for(pe->numel, 32768, sgd_range, &j);
+		if (j.mom != 0.0f)
 			opt->has_buf[e] = true;
 	}
 	return TL_OK;

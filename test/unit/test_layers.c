@@ -153,9 +153,9 @@ test_conv(int n, int h, int w, int c, int oc, int k, int stride, int pad)
 	dx = randn(nx, 1);
 	dx2 = randn(nx, 1);
 	dw = randn(nw, 1);
-	wtmp = randn(tl_conv_wgrad_workspace(s), 1);
-	wacc = malloc(sizeof(double) * (size_t) (tl_conv_wgrad_workspace(s) + 1));
-	tl_conv_backward(dx, dw, cc.r, cc.x, cc.w, cc.ws, wtmp, wacc, s, false);
+	wtmp = randn(tl_conv_wgrad_workspace(s, 2), 1);
+	wacc = malloc(sizeof(double) * (size_t) (tl_conv_wgrad_workspace(s, 2) + 1));
+	tl_conv_backward(dx, dw, cc.r, cc.x, cc.w, cc.ws, wtmp, wacc, 2, s, false);
 	ex = fd_check(cc.x, nx, dx, conv_loss, &cc);
 	ew = fd_check(cc.w, nw, dw, conv_loss, &cc);
 	ok(ex <= FD_TOL, "conv %dx%d s%d p%d (%dx%dx%d -> %d): dx matches finite differences (%.1e)",
@@ -164,7 +164,7 @@ test_conv(int n, int h, int w, int c, int oc, int k, int stride, int pad)
 	/* accumulate mode adds to what is there */
 	for (int64_t i = 0; i < nx; i++)
 		dx2[i] = 1.0f;
-	tl_conv_backward(dx2, NULL, cc.r, cc.x, cc.w, cc.ws, NULL, NULL, s, true);
+	tl_conv_backward(dx2, NULL, cc.r, cc.x, cc.w, cc.ws, NULL, NULL, 0, s, true);
 	for (int64_t i = 0; i < nx; i++)
 		if (fabs(dx2[i] - 1.0f - dx[i]) > acc_diff)
 			acc_diff = fabs(dx2[i] - 1.0f - dx[i]);
@@ -195,17 +195,18 @@ test_conv_wgrad_chunks(void)
 			   *ws = randn(tl_conv_workspace(&s), 1),
 			   *dw1 = randn(nw, 1),
 			   *dw2 = randn(nw, 1),
-			   *wtmp = randn(nw, 1);
-	double	   *wacc = malloc(sizeof(double) * nw);
+			   *wtmp = randn(2 * nw, 1);
+	double	   *wacc = malloc(sizeof(double) * 2 * nw);
 	double		d = 0;
 
-	ok(tl_conv_wgrad_workspace(&s) == nw, "chunked wgrad needs oc*K of workspace");
-	tl_conv_backward(NULL, dw1, dy, x, w, ws, NULL, NULL, &s, false);
-	tl_conv_backward(NULL, dw2, dy, x, w, ws, wtmp, wacc, &s, false);
+	ok(tl_conv_wgrad_workspace(&s, 1) == nw, "row-split wgrad needs oc*K of workspace on 1 thread");
+	ok(tl_conv_wgrad_workspace(&s, 2) == 2 * nw, "and oc*K per thread on 2");
+	tl_conv_backward(NULL, dw1, dy, x, w, ws, NULL, NULL, 0, &s, false);
+	tl_conv_backward(NULL, dw2, dy, x, w, ws, wtmp, wacc, 2, &s, false);
 	for (int64_t i = 0; i < nw; i++)
 		if (fabs(dw1[i] - dw2[i]) > d)
 			d = fabs(dw1[i] - dw2[i]);
-	ok(d < 1e-3 * max_abs(dw1, nw), "chunked wgrad equals the single GEMM (%.1e)", d);
+	ok(d < 1e-3 * max_abs(dw1, nw), "row-split chunked wgrad equals the single GEMM (%.1e)", d);
 	free(x);
 	free(w);
 	free(dy);
