@@ -57,7 +57,12 @@ SELECT b.name, count(*) FILTER (WHERE ta.data = tb.data AND ta.shape = tb.shape)
   JOIN tl_model_tensors tb ON tb.model_id = b.id AND tb.key = ta.key
  WHERE ta.model_id = (SELECT id FROM tl_stored_models WHERE name = 'tiny-zip')
  GROUP BY b.id, b.name ORDER BY b.id;
--- The safetensors export carries the class names in its metadata.
+-- The safetensors export carries the class names in its metadata, and an
+-- import without classes takes them from there; .pth has no place for them.
+SELECT name, classes FROM tl_stored_models WHERE name LIKE 'tiny-rt-%' ORDER BY id;
+SELECT tl_import_weights('tiny-rt-st2', tl_export('tiny-zip'), ARRAY['x', 'y', 'z']) > 0 AS imported;
+SELECT classes FROM tl_stored_models WHERE name = 'tiny-rt-st2';
+DELETE FROM tl_stored_models WHERE name = 'tiny-rt-st2';
 SELECT strpos(convert_from(substr(f, 9, 200), 'UTF8'),
               '{"__metadata__":{"format":"pt","transfer.model":"tiny-zip","transfer.classes":"[\"ants\", \"bees\", \"wasps\"]"}') = 1 AS metadata
   FROM tl_export('tiny-zip') f;

@@ -57,6 +57,15 @@ tl_code		tl_torch_legacy_read(const uint8_t *data, size_t len, const tl_ckpt_lim
 								 tl_state_dict **out, tl_error *err);
 
 /*
+ * The string value of a safetensors "__metadata__" key (malloc'd; NULL when
+ * absent or not a string), after the same header checks as the reader.
+ */
+tl_code		tl_safetensors_metadata(const uint8_t *data, size_t len, const char *key,
+									char **value, tl_error *err);
+/* A JSON array of strings (strictly parsed) into n malloc'd strings in a malloc'd array. */
+tl_code		tl_json_string_array(const char *json, char ***items, int *n, tl_error *err);
+
+/*
  * BatchNorm's int64 step counter ("bn1.num_batches_tracked"): readers drop
  * it, the tables don't store it, and the .pth writer adds zeros for it.
  */

@@ -676,12 +676,129 @@ parse_entry(const char *name, const jvalue *v, st_entry *e, tl_error *err)
 	return TL_OK;
 }
 
+/* Check the length prefix and parse the JSON header into *root (an object). */
+static tl_code
+parse_header(const uint8_t *data, size_t len, jvalue **root, size_t *hlen_out, tl_error *err)
+{
+	uint64_t	hlen;
+	jparser		jp;
+	tl_code		rc;
+
+	*root = NULL;
+	if (len < 8)
+		return tl_fail(err, TL_E_CORRUPT, "safetensors: file of %zu bytes is too short", len);
+	hlen = rd_u64(data);
+	if (hlen > ST_MAX_HEADER_LEN)
+		return tl_fail(err, TL_E_LIMIT, "safetensors: header length %llu exceeds the %u byte limit",
+					   (unsigned long long) hlen, ST_MAX_HEADER_LEN);
+	if (hlen < 2 || hlen > len - 8)
+		return tl_fail(err, TL_E_CORRUPT,
+					   "safetensors: header length %llu does not fit a file of %zu bytes",
+					   (unsigned long long) hlen, len);
+	if (data[8] != '{')
+		return tl_fail(err, TL_E_CORRUPT, "safetensors: header does not start with '{'");
+
+	jp.start = data + 8;
+	jp.p = jp.start;
+	jp.end = jp.start + hlen;
+	jp.err = err;
+	if ((rc = jparse_value(&jp, root, 0)) != TL_OK)
+		return rc;
+	jskip_ws(&jp);
+	if (jp.p != jp.end)
+		rc = jerr(&jp, "trailing bytes after the header object");
+	else if ((*root)->type != J_OBJECT)
+		rc = tl_fail(err, TL_E_CORRUPT, "safetensors: header is not an object");
+	if (rc != TL_OK)
+	{
+		jfree(*root);
+		*root = NULL;
+		return rc;
+	}
+	*hlen_out = (size_t) hlen;
+	return TL_OK;
+}
+
+tl_code
+tl_safetensors_metadata(const uint8_t *data, size_t len, const char *key, char **value, tl_error *err)
+{
+	jvalue	   *root;
+	const jvalue *meta,
+			   *v;
+	size_t		hlen;
+	tl_code		rc;
+
+	*value = NULL;
+	if ((rc = parse_header(data, len, &root, &hlen, err)) != TL_OK)
+		return rc;
+	meta = jget(root, "__metadata__");
+	if (meta && meta->type == J_OBJECT && (v = jget(meta, key)) != NULL && v->type == J_STRING)
+	{
+		*value = strdup(v->str);
+		if (!*value)
+			rc = tl_fail(err, TL_E_NOMEM, "out of memory reading safetensors metadata");
+	}
+	jfree(root);
+	return rc;
+}
+
+tl_code
+tl_json_string_array(const char *json, char ***items, int *n, tl_error *err)
+{
+	jparser		jp;
+	jvalue	   *v = NULL;
+	char	  **out = NULL;
+	tl_code		rc;
+
+	*items = NULL;
+	*n = 0;
+	jp.start = jp.p = (const uint8_t *) json;
+	jp.end = jp.start + strlen(json);
+	jp.err = err;
+	if ((rc = jparse_value(&jp, &v, 0)) != TL_OK)
+		return rc;
+	jskip_ws(&jp);
+	if (jp.p != jp.end || v->type != J_ARRAY)
+	{
+		jfree(v);
+		return tl_fail(err, TL_E_CORRUPT, "not a JSON array of strings");
+	}
+	out = calloc((size_t) (v->n ? v->n : 1), sizeof(char *));
+	if (!out)
+	{
+		jfree(v);
+		return tl_fail(err, TL_E_NOMEM, "out of memory");
+	}
+	for (int i = 0; i < v->n; i++)
+	{
+		if (v->items[i]->type != J_STRING)
+		{
+			rc = tl_fail(err, TL_E_CORRUPT, "not a JSON array of strings");
+			break;
+		}
+		/* Take the decoded string over from the DOM. */
+		out[i] = v->items[i]->str;
+		v->items[i]->str = NULL;
+	}
+	if (rc != TL_OK)
+	{
+		for (int i = 0; i < v->n; i++)
+			free(out[i]);
+		free(out);
+		jfree(v);
+		return rc;
+	}
+	*items = out;
+	*n = v->n;
+	jfree(v);
+	return TL_OK;
+}
+
 tl_code
 tl_safetensors_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limits,
 					tl_state_dict **out, tl_error *err)
 {
-	uint64_t	hlen;
-	jparser		jp;
+	size_t		hlen;
 	jvalue	   *root = NULL;
 	st_entry   *entries = NULL;
 	st_entry  **order = NULL;
@@ -695,38 +812,10 @@ tl_safetensors_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limit
 	*out = NULL;
 	if (!limits)
 		limits = &tl_ckpt_default_limits;
-	if (len < 8)
-		return tl_fail(err, TL_E_CORRUPT, "safetensors: file of %zu bytes is too short", len);
-	hlen = rd_u64(data);
-	if (hlen > ST_MAX_HEADER_LEN)
-		return tl_fail(err, TL_E_LIMIT, "safetensors: header length %llu exceeds the %u byte limit",
-					   (unsigned long long) hlen, ST_MAX_HEADER_LEN);
-	if (hlen < 2 || hlen > len - 8)
-		return tl_fail(err, TL_E_CORRUPT,
-					   "safetensors: header length %llu does not fit a file of %zu bytes",
-					   (unsigned long long) hlen, len);
-	if (data[8] != '{')
-		return tl_fail(err, TL_E_CORRUPT, "safetensors: header does not start with '{'");
-	base = data + 8 + hlen;
-	data_len = len - 8 - (size_t) hlen;
-
-	jp.start = data + 8;
-	jp.p = jp.start;
-	jp.end = jp.start + hlen;
-	jp.err = err;
-	if ((rc = jparse_value(&jp, &root, 0)) != TL_OK)
+	if ((rc = parse_header(data, len, &root, &hlen, err)) != TL_OK)
 		return rc;
-	jskip_ws(&jp);
-	if (jp.p != jp.end)
-	{
-		rc = jerr(&jp, "trailing bytes after the header object");
-		goto done;
-	}
-	if (root->type != J_OBJECT)
-	{
-		rc = tl_fail(err, TL_E_CORRUPT, "safetensors: header is not an object");
-		goto done;
-	}
+	base = data + 8 + hlen;
+	data_len = len - 8 - hlen;
 
 	entries = calloc((size_t) (root->n ? root->n : 1), sizeof(*entries));
 	order = calloc((size_t) (root->n ? root->n : 1), sizeof(*order));

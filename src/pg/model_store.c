@@ -298,6 +298,8 @@ tl_store_save(const char *name, const tl_state_dict *sd,
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("class name %d is null or empty", i + 1)));
+		if (classes)
+			pg_verifymbstr(classes[i], strlen(classes[i]), false);
 		class_datums[i] = CStringGetTextDatum(classes ? classes[i] : psprintf("class_%d", i));
 	}
 

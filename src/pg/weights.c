@@ -79,6 +79,55 @@ import_source(tl_ckpt_format fmt, size_t nbytes, const char *file)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
+/*
+ * Class names that tl_export wrote into a safetensors file's metadata, when
+ * they fit fc; otherwise NULL (generated names), with a NOTICE if they were
+ * there but unusable.
+ */
+static const char *const *
+classes_from_metadata(const uint8 *data, size_t len, const tl_state_dict *sd, int *n)
+{
+	char	   *json = NULL;
+	char	  **names = NULL;
+	int			count = 0;
+	const tl_tensor *fc = tl_sd_find(sd, "fc.weight");
+	char	  **result = NULL;
+	tl_error	err;
+
+	*n = 0;
+	if (tl_safetensors_metadata(data, len, "transfer.classes", &json, &err) != TL_OK || json == NULL)
+		return NULL;
+	if (tl_json_string_array(json, &names, &count, &err) != TL_OK)
+		count = -1;
+	/* The core's strings are malloc'd: free them whatever ereport does. */
+	PG_TRY();
+	{
+		if (count < 0)
+			ereport(NOTICE,
+					(errmsg("ignoring the class names in the file's metadata: %s", err.message)));
+		else if (!fc || fc->ndim != 2 || count != fc->shape[0])
+			ereport(NOTICE,
+					(errmsg("ignoring the %d class names in the file's metadata: fc has %lld outputs",
+							count, fc && fc->ndim == 2 ? (long long) fc->shape[0] : 0LL)));
+		else
+		{
+			result = palloc(sizeof(char *) * count);
+			for (int i = 0; i < count; i++)
+				result[i] = pstrdup(names[i]);
+			*n = count;
+		}
+	}
+	PG_FINALLY();
+	{
+		for (int i = 0; i < count; i++)
+			free(names[i]);
+		free(names);
+		free(json);
+	}
+	PG_END_TRY();
+	return (const char *const *) result;
+}
+
 /* Parse a checkpoint, validate it and store it as a new model. */
 static int64
 import_bytes(const char *name, const uint8 *data, size_t len, const char *const *classes,
@@ -95,6 +144,8 @@ import_bytes(const char *name, const uint8 *data, size_t len, const char *const 
 		tl_pg_raise(&err, psprintf("could not read %s checkpoint", tl_ckpt_format_name(fmt)));
 	}
 	tl_store_attach_sd(CurrentMemoryContext, sd);
+	if (classes == NULL && fmt == TL_CKPT_SAFETENSORS)
+		classes = classes_from_metadata(data, len, sd, &n_classes);
 	return tl_store_save(name, sd, classes, n_classes, 224, import_source(fmt, len, file), NULL);
 }
 

@@ -274,9 +274,50 @@ test_dtype_fixture(void)
 	free(buf);
 }
 
+static void
+test_metadata(void)
+{
+	tl_error	err;
+	tl_state_dict *sd = tl_sd_new(&err);
+	int64_t		shape[1] = {1};
+	const char *mk[2] = {"format", "transfer.classes"};
+	const char *mv[2] = {"pt", "[\"ants\", \"b\\u00e9es\", \"a \\\"quoted\\\" name\"]"};
+	uint8_t    *file = NULL;
+	size_t		len = 0;
+	char	   *value = NULL;
+	char	  **names = NULL;
+	int			n = 0;
+
+	tl_sd_add(sd, "w", 1, shape, NULL, &err);
+	tl_safetensors_write(sd, mk, mv, 2, &file, &len, &err);
+	is_int(tl_safetensors_metadata(file, len, "transfer.classes", &value, &err), TL_OK, "metadata reads");
+	ok(value && strcmp(value, mv[1]) == 0, "metadata value comes back as written");
+	is_int(tl_json_string_array(value, &names, &n, &err), TL_OK, "class list parses");
+	ok(n == 3 && strcmp(names[0], "ants") == 0 && strcmp(names[1], "b\xc3\xa9" "es") == 0 &&
+	   strcmp(names[2], "a \"quoted\" name") == 0, "class names decoded (escapes, \\u00e9)");
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(value);
+	value = (char *) 1;
+	is_int(tl_safetensors_metadata(file, len, "nope", &value, &err), TL_OK, "absent key is not an error");
+	ok(value == NULL, "absent key gives NULL");
+	is_int(tl_json_string_array("[\"a\", 1]", &names, &n, &err), TL_E_CORRUPT, "non-string element refused");
+	ok(names == NULL, "no array on failure");
+	is_int(tl_json_string_array("[\"a\"] x", &names, &n, &err), TL_E_CORRUPT, "trailing text refused");
+	is_int(tl_json_string_array("{}", &names, &n, &err), TL_E_CORRUPT, "object refused");
+	is_int(tl_json_string_array("[]", &names, &n, &err), TL_OK, "empty array");
+	ok(n == 0, "empty array has no names");
+	free(names);
+	is_int(tl_safetensors_metadata(file, 5, "format", &value, &err), TL_E_CORRUPT, "metadata of a truncated file");
+	free(file);
+	tl_sd_free(sd);
+}
+
 int
 main(void)
 {
+	test_metadata();
 	test_round_trip();
 	test_header_errors();
 	test_offsets();
