@@ -86,6 +86,19 @@ import_dataset() {
 	fi
 }
 
+# torchvision's ImageNet weights as model resnet18-imagenet, training's default
+# base; without the file or internet the demo goes on and says how to get it.
+import_pretrained() {
+	step "import torchvision's ImageNet ResNet-18 weights as model resnet18-imagenet"
+	local status=0
+	scripts/fetch-pretrained.sh -d "$DEMO_DB" || status=$?
+	case $status in
+		0) ;;
+		2) echo "continuing without the pretrained weights (see above)" ;;
+		*) die "importing the pretrained weights failed" ;;
+	esac
+}
+
 print_summary() {
 	step "dataset summary (tl_datasets)"
 	sql -c "SELECT * FROM tl_datasets WHERE dataset = '$DEMO_DATASET' ORDER BY split, label"
@@ -109,6 +122,7 @@ main() {
 	create_extension
 	find_dataset
 	import_dataset
+	import_pretrained
 	print_summary
 	finish
 }

@@ -61,9 +61,9 @@ if [ -z "$FILE" ]; then
 		rm -f "$DIR/$FILE_NAME.part"
 		cat >&2 <<MSG
 fetch-pretrained.sh: could not download $URL (no internet access, or curl missing).
-Training still works without it: pass a base model that exists, or train from
-random weights (see docs/weights.md).  To use the ImageNet weights, on any
-machine with internet access run
+Without it there is no model "$NAME", so tl_train needs another base model
+from tl_stored_models (see docs/weights.md).  To use the ImageNet weights, on
+any machine with internet access run
     curl -LO $URL
 copy $FILE_NAME here and run
     scripts/fetch-pretrained.sh --file /path/to/$FILE_NAME
