@@ -59,9 +59,14 @@ int			tl_conv_out_size(int in, int k, int stride, int pad);
 int64_t		tl_conv_workspace(const tl_conv_shape *s);
 
 /*
- * y (n*oh*ow x oc) = cols(x) * W^T, W in PyTorch's (oc, c, k, k) layout; the
- * cols rows are ordered (c, kh, kw) to match it, so weights are never repacked.
+ * Weights of the kernels below are "packed": (oc, kh, kw, c), matching cols
+ * rows ordered (kh, kw, c).  These convert from PyTorch's (oc, c, kh, kw) and
+ * back (for weight gradients); for k = 1 both layouts are the same.
  */
+void		tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k);
+void		tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k);
+
+/* y (n*oh*ow x oc) = cols(x) * Wp^T, Wp packed (oc x k*k*c). */
 void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
 
@@ -80,7 +85,7 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 int64_t		tl_conv_wgrad_workspace(const tl_conv_shape *s, int parts);
 
 /*
- * dw (oc, c, k, k) = dy^T * cols(x)   (overwritten; skipped if dw is NULL)
+ * dw (oc, kh, kw, c packed) = dy^T * cols(x)   (overwritten; skipped if NULL)
  * dx = col2im(dy * W)                 (skipped if dx is NULL; accumulated into
  *                                      dx when accumulate, else overwritten)
  * wtmp/wacc hold tl_conv_wgrad_workspace(s, parts) elements (or are NULL);

@@ -6,9 +6,11 @@
  *   forward  y     (P x oc) = cols (P x K) * W^T   (W is oc x K)
  *   dgrad    dcols (P x K)  = dy   (P x oc) * W
  *   wgrad    dW    (oc x K) = dy^T * cols
- * with K = c*k*k ordered (c, kh, kw), PyTorch's weight layout, so weights are
- * never repacked.  A 1x1 stride-1 unpadded conv needs no cols: x already is
- * the matrix.
+ * with K = k*k*c ordered (kh, kw, c): a cols row is k*k contiguous copies of
+ * input pixels, so im2col and col2im move whole channel vectors.  W is
+ * therefore the "packed" layout (oc, kh, kw, c); tl_conv_pack_weights and
+ * tl_conv_unpack_grad convert from and to PyTorch's (oc, c, kh, kw).  A 1x1
+ * stride-1 unpadded conv needs no cols: x already is the matrix.
  *
  * Threads: OpenBLAS runs single-threaded (tl_parallel.c) and each pool thread
  * makes its own sgemm calls on its share: rows of P when P is large — and
@@ -72,6 +74,58 @@ split(int64_t n, int parts, int i, int64_t *b, int64_t *e)
 	*e = n * (i + 1) / parts;
 }
 
+/* ---- weight layouts ---- */
+
+typedef struct pack_job
+{
+	float	   *dst;
+	const float *src;
+	int			c,
+				kk;
+} pack_job;
+
+/* (oc, c, kk) -> (oc, kk, c), one output channel per item */
+static void
+pack_range(void *p, int64_t begin, int64_t end, int chunk)
+{
+	pack_job   *j = p;
+	const int64_t K = (int64_t) j->c * j->kk;
+
+	for (int64_t o = begin; o < end; o++)
+		for (int c = 0; c < j->c; c++)
+			for (int q = 0; q < j->kk; q++)
+				j->dst[o * K + (int64_t) q * j->c + c] = j->src[o * K + (int64_t) c * j->kk + q];
+}
+
+/* (oc, kk, c) -> (oc, c, kk) */
+static void
+unpack_range(void *p, int64_t begin, int64_t end, int chunk)
+{
+	pack_job   *j = p;
+	const int64_t K = (int64_t) j->c * j->kk;
+
+	for (int64_t o = begin; o < end; o++)
+		for (int c = 0; c < j->c; c++)
+			for (int q = 0; q < j->kk; q++)
+				j->dst[o * K + (int64_t) c * j->kk + q] = j->src[o * K + (int64_t) q * j->c + c];
+}
+
+void
+tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k)
+{
+	pack_job	j = {wp, w, c, k * k};
+
+	tl_parallel_for(oc, 4, pack_range, &j);
+}
+
+void
+tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k)
+{
+	pack_job	j = {dw, dwp, c, k * k};
+
+	tl_parallel_for(oc, 4, unpack_range, &j);
+}
+
 /* ---- im2col / col2im ---- */
 
 /* cols rows [p0, p1) (output pixels in n, oh, ow order) from x */
@@ -98,23 +152,13 @@ im2col_range(const float *x, float *cols, const tl_conv_shape *s, int64_t p0, in
 			for (int kw = 0; kw < k; kw++)
 			{
 				int			iw = ow * s->stride - s->pad + kw;
-				float	   *d = row + kh * k + kw;
+				float	   *d = row + (int64_t) (kh * k + kw) * C;
 
 				if (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w)
-				{
-					for (int c = 0; c < C; c++)
-						d[(int64_t) c * kk] = 0.0f;
-				}
+					memset(d, 0, (size_t) C * sizeof(float));
 				else
-				{
-					const float *src = x + (((int64_t) n * s->h + ih) * s->w + iw) * C;
-
-					if (kk == 1)
-						memcpy(d, src, (size_t) C * sizeof(float));
-					else
-						for (int c = 0; c < C; c++)
-							d[(int64_t) c * kk] = src[c];
-				}
+					memcpy(d, x + (((int64_t) n * s->h + ih) * s->w + iw) * C,
+						   (size_t) C * sizeof(float));
 			}
 		}
 	}
@@ -195,13 +239,10 @@ col2im_rows(void *p, int64_t begin, int64_t end, int chunk)
 					ow = tw / st;
 					if (ow >= s->ow)
 						continue;
-					src = j->ws + (((int64_t) n * s->oh + oh) * s->ow + ow) * K + kh * k + kw;
-					if (kk == 1)
-						for (int c = 0; c < C; c++)
-							d[c] += src[c];
-					else
-						for (int c = 0; c < C; c++)
-							d[c] += src[(int64_t) c * kk];
+					src = j->ws + (((int64_t) n * s->oh + oh) * s->ow + ow) * K
+						+ (int64_t) (kh * k + kw) * C;
+					for (int c = 0; c < C; c++)
+						d[c] += src[c];
 				}
 			}
 		}

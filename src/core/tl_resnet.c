@@ -59,6 +59,12 @@ add_conv(builder *b, tl_conv_layer *conv, const char *key, int cin, int cout, in
 
 	snprintf(name, sizeof name, "%s.weight", key);
 	conv->weight = add_entry(b, name, 4, cout, cin, k, k, true);
+	conv->packed = -1;
+	if (k > 1)
+	{
+		conv->packed = b->net->wpack_total;
+		b->net->wpack_total += (int64_t) cout * cin * k * k;
+	}
 	conv->cin = cin;
 	conv->cout = cout;
 	conv->k = k;
@@ -183,7 +189,9 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 	}
 	net->params = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
 	net->grads = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
-	if (!net->params || !net->grads)
+	/* C11 aligned_alloc: the size must be a multiple of the alignment */
+	net->wpack = aligned_alloc(64, (size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
+	if (!net->params || !net->grads || !net->wpack)
 	{
 		tl_fail(err, TL_E_NOMEM, "out of memory for %lld parameters",
 				(long long) net->nparams_total);
@@ -193,6 +201,7 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 	memset(net->params, 0, (size_t) net->nparams_total * sizeof(float));
 	memset(net->grads, 0, (size_t) net->nparams_total * sizeof(float));
 	reset_bn_buffers(net);
+	net->params_version = 1;
 	return net;
 }
 
@@ -203,6 +212,7 @@ tl_resnet_free(tl_resnet *net)
 		return;
 	free(net->params);
 	free(net->grads);
+	free(net->wpack);
 	free(net->arena);
 	free(net);
 }
@@ -252,6 +262,8 @@ tl_resnet_param(tl_resnet *net, const char *key, int64_t *numel)
 		return NULL;
 	if (numel)
 		*numel = net->entries[e].numel;
+	/* the caller may write through the view */
+	tl_resnet_params_changed(net);
 	return net->params + net->entries[e].offset;
 }
 
@@ -386,6 +398,7 @@ tl_resnet_load_state_dict(tl_resnet *net, const tl_state_dict *sd, unsigned flag
 		memcpy(net->params + pe->offset, tl_sd_find(sd, pe->key)->data,
 			   (size_t) pe->numel * sizeof(float));
 	}
+	tl_resnet_params_changed(net);
 	net->grads_valid = false;
 	return TL_OK;
 }
@@ -466,6 +479,7 @@ tl_resnet_init_random(tl_resnet *net, tl_rng *rng)
 	}
 	tl_resnet_init_fc(net, rng);
 	net->num_batches_tracked = 0;
+	tl_resnet_params_changed(net);
 	net->grads_valid = false;
 }
 
@@ -480,5 +494,6 @@ tl_resnet_init_fc(tl_resnet *net, tl_rng *rng)
 		net->params[w->offset + i] = (float) ((2.0 * tl_rng_uniform(rng) - 1.0) * bound);
 	for (int64_t i = 0; i < b->numel; i++)
 		net->params[b->offset + i] = (float) ((2.0 * tl_rng_uniform(rng) - 1.0) * bound);
+	tl_resnet_params_changed(net);
 	net->grads_valid = false;
 }

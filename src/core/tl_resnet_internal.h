@@ -34,6 +34,7 @@ typedef struct tl_param_entry
 typedef struct tl_conv_layer
 {
 	int			weight;			/* entry index */
+	int64_t		packed;			/* offset in wpack, or -1 (1x1: same layout) */
 	int			cin,
 				cout,
 				k,
@@ -85,6 +86,10 @@ struct tl_resnet
 	int64_t		nparams_total;	/* floats in params and grads */
 	float	   *params;
 	float	   *grads;
+	float	   *wpack;			/* conv weights in the kernels' (oc, kh, kw, c) layout */
+	int64_t		wpack_total;
+	uint64_t	params_version; /* bumped whenever params may have changed */
+	uint64_t	packed_version; /* params_version wpack was built from */
 
 	tl_conv_layer conv1;
 	tl_bn_layer bn1;
@@ -121,6 +126,7 @@ struct tl_resnet
 	double	   *partials;		/* BN per-thread sums */
 	float	   *g[4];			/* activation gradients, largest block size */
 	float	   *g0;				/* gradient at conv1's output */
+	float	   *dwp;			/* a conv weight gradient in packed layout */
 
 	/* state of the last forward/loss */
 	int			last_n;
@@ -132,5 +138,12 @@ struct tl_resnet
 int			tl_resnet_find_entry(const tl_resnet *net, const char *key);
 bool		tl_resnet_shape_equal(const tl_param_entry *pe, int ndim, const int64_t *shape);
 bool		tl_resnet_entry_has_grad(const tl_resnet *net, int e);
+
+/* Parameters may have changed: packed weights must be rebuilt before use. */
+static inline void
+tl_resnet_params_changed(tl_resnet *net)
+{
+	net->params_version++;
+}
 
 #endif

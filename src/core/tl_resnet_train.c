@@ -153,6 +153,22 @@ layout(tl_resnet *net, arena_cursor *a)
 	net->partials = take(a, TL_BN_PARTIALS(F) * 8);
 	if (finetune)
 	{
+		int64_t		maxw = 0;
+
+		for (int i = 0; i < TL_RESNET_BLOCKS; i++)
+		{
+			const tl_block *blk = &net->blocks[i];
+			int64_t		n2 = (int64_t) blk->cout * blk->cout * 9,
+						n1 = (int64_t) blk->cout * blk->cin * 9;
+
+			if (n2 > maxw)
+				maxw = n2;
+			if (n1 > maxw)
+				maxw = n1;
+		}
+		if ((int64_t) bw * 3 * 49 > maxw)
+			maxw = (int64_t) bw * 3 * 49;
+		net->dwp = take(a, maxw * 4);
 		net->wtmp = take(a, wg * 4);
 		net->wacc = take(a, wg * 8);
 		for (int i = 0; i < 4; i++)
@@ -161,6 +177,7 @@ layout(tl_resnet *net, arena_cursor *a)
 	}
 	else
 	{
+		net->dwp = NULL;
 		net->wtmp = NULL;
 		net->wacc = NULL;
 		for (int i = 0; i < 4; i++)
@@ -234,6 +251,38 @@ grad_of(tl_resnet *net, int e)
 	return net->grads + net->entries[e].offset;
 }
 
+/* The conv weights as the kernels take them (tl_nn.h: packed layout). */
+static inline const float *
+conv_weight(tl_resnet *net, const tl_conv_layer *conv)
+{
+	return conv->packed >= 0 ? net->wpack + conv->packed : param_of(net, conv->weight);
+}
+
+static void
+pack_conv(tl_resnet *net, const tl_conv_layer *conv)
+{
+	if (conv->packed >= 0)
+		tl_conv_pack_weights(net->wpack + conv->packed, param_of(net, conv->weight),
+							 conv->cout, conv->cin, conv->k);
+}
+
+/* Rebuild the packed weights if the parameters changed since. */
+static void
+ensure_packed(tl_resnet *net)
+{
+	if (net->packed_version == net->params_version)
+		return;
+	pack_conv(net, &net->conv1);
+	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
+	{
+		pack_conv(net, &net->blocks[i].conv1);
+		pack_conv(net, &net->blocks[i].conv2);
+		if (net->blocks[i].has_downsample)
+			pack_conv(net, &net->blocks[i].ds_conv);
+	}
+	net->packed_version = net->params_version;
+}
+
 static void
 bn_forward(tl_resnet *net, tl_bn_layer *bn, float *y, const float *x, const float *residual,
 		   bool relu, int64_t rows, bool train)
@@ -282,10 +331,11 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 	}
 	net->loss_valid = false;
 	net->grads_valid = false;
+	ensure_packed(net);
 	memcpy(net->x_in, x, (size_t) act(n, net->height, net->width, 3) * sizeof(float));
 
 	s = conv_shape(&net->conv1, n, net->height, net->width);
-	tl_conv_forward(net->z0, net->x_in, param_of(net, net->conv1.weight), net->ws, &s);
+	tl_conv_forward(net->z0, net->x_in, conv_weight(net, &net->conv1), net->ws, &s);
 	bn_forward(net, &net->bn1, net->a0, net->z0, NULL, true, act(n, s.oh, s.ow, 1), train);
 	tl_maxpool_forward(net->m0, net->argmax0, net->a0, n, net->h1, net->w1,
 					   net->cfg.base_width, 3, 2, 1, net->hp, net->wp);
@@ -297,14 +347,14 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 		const float *identity = cur;
 
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
-		tl_conv_forward(blk->z1, cur, param_of(net, blk->conv1.weight), net->ws, &s);
+		tl_conv_forward(blk->z1, cur, conv_weight(net, &blk->conv1), net->ws, &s);
 		bn_forward(net, &blk->bn1, blk->a1, blk->z1, NULL, true, rows, train);
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
-		tl_conv_forward(blk->z2, blk->a1, param_of(net, blk->conv2.weight), net->ws, &s);
+		tl_conv_forward(blk->z2, blk->a1, conv_weight(net, &blk->conv2), net->ws, &s);
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
-			tl_conv_forward(blk->zd, cur, param_of(net, blk->ds_conv.weight), net->ws, &s);
+			tl_conv_forward(blk->zd, cur, conv_weight(net, &blk->ds_conv), net->ws, &s);
 			bn_forward(net, &blk->ds_bn, blk->dn, blk->zd, NULL, false, rows, train);
 			identity = blk->dn;
 		}
@@ -375,6 +425,19 @@ tl_resnet_loss(tl_resnet *net, const int32_t *labels, int n, tl_batch_result *re
 
 /* ---- backward ---- */
 
+/* Conv backward with packed weights; the weight gradient lands in torch layout. */
+static void
+conv_backward(tl_resnet *net, const tl_conv_layer *conv, float *dx, const float *dy,
+			  const float *x, const tl_conv_shape *s, bool accumulate)
+{
+	float	   *dw = grad_of(net, conv->weight);
+
+	tl_conv_backward(dx, conv->packed >= 0 ? net->dwp : dw, dy, x, conv_weight(net, conv),
+					 net->ws, net->wtmp, net->wacc, net->wparts, s, accumulate);
+	if (conv->packed >= 0)
+		tl_conv_unpack_grad(dw, net->dwp, conv->cout, conv->cin, conv->k);
+}
+
 static void
 bn_backward(tl_resnet *net, tl_bn_layer *bn, float *dx, float *dy_masked, const float *dy,
 			const float *relu_out, const float *x, int64_t rows)
@@ -437,8 +500,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		{
 			bn_backward(net, &blk->ds_bn, gtmp, NULL, gtmp, NULL, blk->zd, rows);
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
-			tl_conv_backward(gin, grad_of(net, blk->ds_conv.weight), gtmp, in,
-							 param_of(net, blk->ds_conv.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
+			conv_backward(net, &blk->ds_conv, gin, gtmp, in, &s, false);
 		}
 		else
 		{
@@ -448,13 +510,11 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		}
 		/* conv2: d(a1) into gout (free now) */
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
-		tl_conv_backward(gout, grad_of(net, blk->conv2.weight), gmid, blk->a1,
-						 param_of(net, blk->conv2.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
+		conv_backward(net, &blk->conv2, gout, gmid, blk->a1, &s, false);
 		/* relu + bn1 in place */
 		bn_backward(net, &blk->bn1, gout, NULL, gout, blk->a1, blk->z1, rows);
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
-		tl_conv_backward(gin, grad_of(net, blk->conv1.weight), gout, in,
-						 param_of(net, blk->conv1.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, true);
+		conv_backward(net, &blk->conv1, gin, gout, in, &s, true);
 		/* gin is d(block input) = d(previous block's out) */
 		swap = gout;
 		gout = gin;
@@ -465,8 +525,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 	bn_backward(net, &net->bn1, net->g0, NULL, net->g0, net->a0, net->z0, act(n, net->h1, net->w1, 1));
 	/* conv1: the input needs no gradient */
 	s = conv_shape(&net->conv1, n, net->height, net->width);
-	tl_conv_backward(NULL, grad_of(net, net->conv1.weight), net->g0, net->x_in,
-					 param_of(net, net->conv1.weight), net->ws, net->wtmp, net->wacc, net->wparts, &s, false);
+	conv_backward(net, &net->conv1, NULL, net->g0, net->x_in, &s, false);
 	net->grads_valid = true;
 	return TL_OK;
 }

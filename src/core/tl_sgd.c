@@ -142,6 +142,7 @@ tl_sgd_step(tl_sgd *opt, tl_error *err)
 		if (j.mom != 0.0f)
 			opt->has_buf[e] = true;
 	}
+	tl_resnet_params_changed(net);
 	return TL_OK;
 }
 

@@ -181,6 +181,27 @@ test_conv(int n, int h, int w, int c, int oc, int k, int stride, int pad)
 	free(wacc);
 }
 
+/* Packing is a permutation: (oc, c, kh, kw) -> (oc, kh, kw, c) and back. */
+static void
+test_pack(void)
+{
+	const int	oc = 3,
+				c = 5,
+				k = 3;
+	float	   *w = randn(oc * c * k * k, 1),
+			   *wp = randn(oc * c * k * k, 1),
+			   *back = randn(oc * c * k * k, 1);
+
+	tl_conv_pack_weights(wp, w, oc, c, k);
+	ok(wp[((2 * 3 + 1) * 3 + 2) * 5 + 4] == w[((2 * 5 + 4) * 3 + 1) * 3 + 2],
+	   "packed (o, kh, kw, c) holds torch's (o, c, kh, kw)");
+	tl_conv_unpack_grad(back, wp, oc, c, k);
+	ok(memcmp(back, w, sizeof(float) * oc * c * k * k) == 0, "unpack inverts pack");
+	free(w);
+	free(wp);
+	free(back);
+}
+
 /* Weight gradient summed in double chunks equals the one-GEMM result. */
 static void
 test_conv_wgrad_chunks(void)
@@ -578,6 +599,7 @@ main(void)
 	test_conv(2, 18, 16, 4, 3, 1, 1, 0);
 	test_conv_wgrad_chunks();
 	tl_set_num_threads(1);
+	test_pack();
 	test_batchnorm();
 	test_pools();
 	test_linear_loss();
