@@ -110,6 +110,32 @@ def zip_bytes(entries, compression=zipfile.ZIP_STORED):
     return buf.getvalue()
 
 
+def to_zip64(data):
+    """The same zip with every central directory size and offset moved into
+    zip64 extra fields and zip64 end records, as writers do past 4 GB."""
+    eocd = data.rindex(b"PK\x05\x06")
+    count, _, cd_off = struct.unpack("<HII", data[eocd + 10:eocd + 20])
+    cd, p = b"", cd_off
+    for _ in range(count):
+        hdr = bytearray(data[p:p + 46])
+        csize, size = struct.unpack("<II", hdr[20:28])
+        nlen, xlen, clen = struct.unpack("<HHH", hdr[28:34])
+        (off,) = struct.unpack("<I", hdr[42:46])
+        rest = data[p + 46:p + 46 + nlen + xlen]
+        comment = data[p + 46 + nlen + xlen:p + 46 + nlen + xlen + clen]
+        z64 = struct.pack("<HHQQQ", 1, 24, size, csize, off)
+        hdr[20:28] = struct.pack("<II", 0xFFFFFFFF, 0xFFFFFFFF)
+        hdr[30:32] = struct.pack("<H", xlen + len(z64))
+        hdr[42:46] = struct.pack("<I", 0xFFFFFFFF)
+        cd += bytes(hdr) + rest + z64 + comment
+        p += 46 + nlen + xlen + clen
+    body = data[:cd_off]
+    eocd64 = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, len(cd), len(body))
+    locator = struct.pack("<IIQI", 0x07064B50, 0, len(body) + len(cd), 1)
+    classic = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + cd + eocd64 + locator + classic
+
+
 def torch_zip_with_pickle(pkl, storages=()):
     return zip_bytes([("archive/data.pkl", pkl)] +
                      [("archive/data/%s" % k, v) for k, v in storages] +
@@ -319,11 +345,18 @@ def small_fixtures(out):
     write_safetensors(os.path.join(out, "views.expected.safetensors"), expected_of(sd))
     for name in ("views_legacy", "views_deflate"):
         write_safetensors(os.path.join(out, name + ".expected.safetensors"), expected_of(sd))
-    # the same archive re-zipped with deflate, as another zip tool might
+    # the same archive re-zipped with deflate, as another zip tool might,
+    # and stored with zip64 directory fields
     with zipfile.ZipFile(os.path.join(out, "views.pth")) as z:
         entries = [(i.filename, z.read(i)) for i in z.infolist()]
     with open(os.path.join(out, "views_deflate.pth"), "wb") as f:
         f.write(zip_bytes(entries, zipfile.ZIP_DEFLATED))
+    zip64 = to_zip64(zip_bytes(entries))
+    with zipfile.ZipFile(io.BytesIO(zip64)) as z:    # Python's reader agrees
+        assert [(i.filename, z.read(i)) for i in z.infolist()] == entries
+    with open(os.path.join(out, "views_zip64.pth"), "wb") as f:
+        f.write(zip64)
+    write_safetensors(os.path.join(out, "views_zip64.expected.safetensors"), expected_of(sd))
     # Python 2 style OrderedDict and nn.Parameter values, in the legacy format
     g = torch.Generator().manual_seed(11)
     items = [("fc.weight", torch.nn.Parameter(torch.randn(3, 4, generator=g))), ("fc.bias", torch.randn(3, generator=g))]

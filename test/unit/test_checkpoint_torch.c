@@ -270,6 +270,7 @@ main(void)
 	test_fixture("views", TL_CKPT_TORCH_ZIP);
 	test_fixture("views_legacy", TL_CKPT_TORCH_LEGACY);
 	test_fixture("views_deflate", TL_CKPT_TORCH_ZIP);
+	test_fixture("views_zip64", TL_CKPT_TORCH_ZIP);
 	test_fixture("py2_legacy", TL_CKPT_TORCH_LEGACY);
 	test_bad_corpus();
 	test_zip_writer();
@@ -277,5 +278,6 @@ main(void)
 	test_damage("views.pth");
 	test_damage("views_legacy.pth");
 	test_damage("views_deflate.pth");
+	test_damage("views_zip64.pth");
 	return tap_done();
 }
