@@ -22,6 +22,9 @@ tap_ok '[ "$rows" -eq 10000 ]' "10,000 image rows"
 # One session; \! runs a shell command between statements to read its RSS.
 out=$(psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" 2>&1 <<'SQL'
 SET max_parallel_workers_per_gather = 0;
+-- The high cost of tl_predict gets queries over many rows JIT-compiled, and
+-- the first JIT use maps LLVM (~50 MB of shared-library pages): not ours.
+SET jit = off;
 SELECT pg_backend_pid() AS pid \gset
 \setenv BACKEND_PID :pid
 -- warm up: model loaded, plans prepared, allocator arenas sized
