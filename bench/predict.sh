@@ -74,14 +74,20 @@ for t in $(seq 1 "$cores"); do torch_s[$t]=$(torch_seconds "$t"); done
 
 echo "tl_predict vs PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)') eager, $n hymenoptera val images, batch 1, $cores cores"
 echo "predictions equal on $agree of $n images"
-printf '%-34s %10s %10s %16s\n' "configuration" "seconds" "images/s" "ratio vs torch"
+printf '%-34s %10s %10s %10s %16s\n' "configuration" "seconds" "images/s" "speedup" "ratio vs torch"
 for t in $(seq 1 "$cores"); do
-	printf '%-34s %10.2f %10.1f\n' "PyTorch eager, $t thread(s)" "${torch_s[$t]}" "$(awk -v n="$n" -v s="${torch_s[$t]}" 'BEGIN {print n / s}')"
+	printf '%-34s %10.2f %10.1f %10.2f\n' "PyTorch eager, $t thread(s)" "${torch_s[$t]}" \
+		"$(awk -v n="$n" -v s="${torch_s[$t]}" 'BEGIN {print n / s}')" \
+		"$(awk -v a="${torch_s[1]}" -v b="${torch_s[$t]}" 'BEGIN {print a / b}')"
 done
+serial=""
 for w in 0 1 2; do
 	s=$(sql_seconds "$w")
+	serial=${serial:-$s}
 	t=$((w + 1 > cores ? cores : w + 1))
-	printf '%-34s %10.2f %10.1f %10.2f (vs %d thread(s))\n' "SQL, $w parallel worker(s)" "$s" \
+	printf '%-34s %10.2f %10.1f %10.2f %10.2f (vs %d thread(s))\n' "SQL, $w parallel worker(s)" "$s" \
 		"$(awk -v n="$n" -v s="$s" 'BEGIN {print n / s}')" \
+		"$(awk -v a="$serial" -v b="$s" 'BEGIN {print a / b}')" \
 		"$(awk -v a="${torch_s[$t]}" -v b="$s" 'BEGIN {print a / b}')" "$t"
 done
+echo "speedup: against the same side's 1 thread / 0 workers; ratio > 1: SQL is faster"
