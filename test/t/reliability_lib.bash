@@ -27,7 +27,7 @@ ok() {
 is() {
 	[ "$1" = "$2" ]
 	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2" | head -n 40
+	[ "$1" = "$2" ] || { echo "got:      $1"; echo "expected: $2"; } | head -n 40 | sed 's/^/#   /'
 }
 q() { tl_psql -At "$@"; }
 tap_exit() { exit $(( tap_failed > 0 )); }
