@@ -10,14 +10,17 @@
 #     many lengths and with bits flipped in their structure, mutated in SQL
 #     (substr, set_byte): a clear error from the allowed classes, or an import;
 # then no backend crashed, nothing was half-written, and the models that did
-# import can be exported.  Exact messages are checked in sql/weights.sql.
+# import can be exported; and stored models tampered with in their tables
+# (truncated or reshaped tensors, a missing or renamed key, NaN weights, a
+# width, size or class count that doesn't fit) are refused by tl_predict,
+# tl_predict_proba and tl_export with a clear error, or work.  Exact messages are checked in sql/weights.sql.
 # Prints TAP.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/reliability_lib.bash
 
-echo "1..14"
+echo "1..15"
 
 db=tl_hostile_ckpt
 work=$TL_REPO/build/test-data/hostile-checkpoints
@@ -114,6 +117,46 @@ is "$(q -d $db -c "SELECT count(*) FROM tl_stored_models m WHERE ($tensors = m.i
 	"0" "each stored model has every tensor, as the intact one ($(q -d $db -c "$tensors = $reference"))"
 is "$(q -d $db -c "SELECT count(*) FROM tl_stored_models WHERE length(tl_export(name)) > 0 AND length(tl_export(name, 'pth')) > 0")" \
 	"$(( imported + 1 ))" "every imported model exports in both formats"
+
+# --- tampered stored models ------------------------------------------------------
+# A role with UPDATE on the model tables can change a stored model under the
+# functions that read it: they check what they load.
+tamper_cases=(
+	"UPDATE tl_model_tensors SET data = substr(data, 1, 5) WHERE model_id = MODEL_ID AND key = 'conv1.weight'"
+	"UPDATE tl_model_tensors SET shape = '{2147483647,2147483647}' WHERE model_id = MODEL_ID AND key = 'fc.weight'"
+	"UPDATE tl_model_tensors SET shape = '{-1,4}' WHERE model_id = MODEL_ID AND key = 'fc.weight'"
+	"UPDATE tl_model_tensors SET shape = '{}' WHERE model_id = MODEL_ID AND key = 'fc.bias'"
+	"UPDATE tl_model_tensors SET shape = '{1,1,1,1,1,1,1,1,1}' WHERE model_id = MODEL_ID AND key = 'conv1.weight'"
+	"DELETE FROM tl_model_tensors WHERE model_id = MODEL_ID AND key = 'bn1.running_var'"
+	"UPDATE tl_model_tensors SET key = 'evil' WHERE model_id = MODEL_ID AND key = 'bn1.bias'"
+	"UPDATE tl_model_tensors SET data = decode(repeat('0000c07f', length(data) / 4), 'hex') WHERE model_id = MODEL_ID"
+	"UPDATE tl_stored_models SET base_width = 100000 WHERE id = MODEL_ID"
+	"UPDATE tl_stored_models SET image_size = 100000 WHERE id = MODEL_ID"
+	"UPDATE tl_stored_models SET num_classes = 1, classes = '{a}' WHERE id = MODEL_ID"
+	"UPDATE tl_stored_models SET num_classes = 4, classes = '{a,b,c,d}' WHERE id = MODEL_ID"
+)
+q -d $db -c "CREATE FUNCTION try(query text) RETURNS text
+	LANGUAGE plpgsql SET search_path = pg_catalog, public AS \$\$
+	DECLARE
+		result text;
+	BEGIN
+		EXECUTE query INTO result;
+		RETURN 'ok';
+	EXCEPTION WHEN OTHERS THEN
+		RETURN SQLSTATE || ' ' || SQLERRM;
+	END \$\$" >/dev/null
+img="pg_read_binary_file('$TL_REPO/test/fixtures/images/red-5x3.png')"
+bad=$(k=0; for t in "${tamper_cases[@]}"; do
+	k=$((k + 1))
+	m=$(q -d $db -c "SELECT tl_import_weights('tampered-$k', pg_read_binary_file('$work/tiny.pth'), '{ants,bees,wasps}')")
+	q -d $db -c "${t//MODEL_ID/$m}" >/dev/null
+	for call in "SELECT tl_predict($img, 'tampered-$k')" "SELECT tl_export('tampered-$k', 'pth')" \
+			"SELECT tl_predict_proba($img, 'tampered-$k')"; do
+		r=$(q -d $db -c "SELECT try(\$q\$$call\$q\$)" 2>&1)
+		[[ $r == ok ]] || [[ $r =~ ^(22|42|54|XX001|0A)[0-9A-Z]*\  ]] || echo "$t | $call: $r"; [ -n "${TL_VERBOSE:-}" ] && echo "# $r" >&2
+	done
+done)
+is "$bad" "" "tampered stored models (${#tamper_cases[@]} kinds): tl_predict, tl_predict_proba and tl_export refuse them with a clear error or work"
 
 crash_watch_check "after $(( n_mutations + 2 * $(echo "$files" | wc -l) )) hostile checkpoints"
 
