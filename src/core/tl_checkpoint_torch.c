@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PKL_MAX_BYTES	(INT64_C(64) << 20)	/* data.pkl of ResNet-18 is 15 kB */
+#define PKL_MAX_BYTES	(INT64_C(16) << 20)	/* data.pkl of ResNet-18 is 15 kB */
 
 static int
 storage_elem_size(pk_global g)
@@ -495,6 +495,17 @@ tl_torch_legacy_read(const uint8_t *data, size_t len, const tl_ckpt_limits *limi
 	{
 		rc = tl_fail(err, TL_E_UNSUPPORTED,
 					 "checkpoint does not hold a state_dict (a dict of tensors) at its top level");
+		goto done;
+	}
+	/* Every listed storage belongs to a tensor: this also bounds the key search below. */
+	if (objs[3]->n / 2 > limits->max_tensors)
+	{
+		rc = tl_fail(err, TL_E_LIMIT, "checkpoint has more than %lld tensors", (long long) limits->max_tensors);
+		goto done;
+	}
+	if (objs[4]->n > objs[3]->n / 2)
+	{
+		rc = tl_fail(err, TL_E_CORRUPT, "legacy checkpoint: more storages than tensors");
 		goto done;
 	}
 	/* Raw storages in key-list order: int64 element count, then the elements. */

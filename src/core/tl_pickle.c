@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define PK_MAX_OBJECTS	(1 << 18)
+#define PK_MAX_ITEMS	(1 << 20)	/* container slots in all, so memory stays bounded */
 #define PK_MAX_MEMO		(1 << 20)
 #define PK_MAX_LINE		256
 
@@ -46,6 +47,7 @@ struct tl_pickle
 {
 	pk_obj	   *objects;		/* arena: every object, linked through next */
 	int			count;
+	int			items;			/* elements held by all containers */
 };
 
 typedef struct
@@ -179,13 +181,13 @@ pk_append(pk_reader *r, pk_obj *c, pk_obj *item)
 {
 	tl_code		rc;
 
+	if (++r->arena->items > PK_MAX_ITEMS)
+		return tl_fail(r->err, TL_E_LIMIT, "pickle: containers hold more than %d items", PK_MAX_ITEMS);
 	if (c->n == c->cap)
 	{
 		int			cap = c->cap ? c->cap * 2 : 4;
 		pk_obj	  **items;
 
-		if (cap > PK_MAX_OBJECTS * 2)
-			return tl_fail(r->err, TL_E_LIMIT, "pickle: container too large");
 		items = realloc(c->items, (size_t) cap * sizeof(*items));
 		if (!items)
 			return tl_fail(r->err, TL_E_NOMEM, "out of memory reading a pickle");
@@ -214,6 +216,11 @@ pk_make_tuple(pk_reader *r, int from)
 	return pk_push(r, t);
 }
 
+/*
+ * Pairs are appended without looking for an equal key (that search would be
+ * quadratic in hostile input); a state_dict with a repeated key is refused
+ * when the tensors are collected, which torch.save never produces.
+ */
 static tl_code
 pk_dict_set(pk_reader *r, pk_obj *d, pk_obj *k, pk_obj *v)
 {
@@ -221,15 +228,6 @@ pk_dict_set(pk_reader *r, pk_obj *d, pk_obj *k, pk_obj *v)
 
 	if (d->kind != PK_DICT)
 		return pk_error(r, TL_E_CORRUPT, "SETITEM on something that is not a dict");
-	/* Keys are compared only when they are strings; a later duplicate replaces, as in Python. */
-	if (k->kind == PK_STR)
-		for (int i = 0; i < d->n; i += 2)
-			if (d->items[i]->kind == PK_STR && d->items[i]->len == k->len &&
-				memcmp(d->items[i]->str, k->str, k->len) == 0)
-			{
-				d->items[i + 1] = v;
-				return pk_nest(r, d, v);
-			}
 	if ((rc = pk_append(r, d, k)) != TL_OK)
 		return rc;
 	return pk_append(r, d, v);

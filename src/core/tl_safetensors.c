@@ -21,6 +21,13 @@
 #define ST_MAX_HEADER_LEN	(100u * 1024 * 1024)
 /* A valid header nests 3 deep (root, tensor, shape); leave some room. */
 #define ST_MAX_DEPTH		8
+/*
+ * Bounds on the DOM, so a 100 MB header can't make us allocate gigabytes or
+ * spend minutes on the duplicate-key check (quadratic in an object's size).
+ * A ResNet-18 header has about 1,000 values and 103 members at its root.
+ */
+#define ST_MAX_VALUES		(1 << 18)
+#define ST_MAX_MEMBERS		(1 << 14)
 
 /* ---------- a small strict JSON DOM ---------- */
 
@@ -49,6 +56,7 @@ typedef struct
 	const uint8_t *p;
 	const uint8_t *end;
 	const uint8_t *start;
+	int			values;			/* parsed so far, bounded by ST_MAX_VALUES */
 	tl_error   *err;
 } jparser;
 
@@ -347,13 +355,14 @@ static tl_code jparse_value(jparser *jp, jvalue **out, int depth);
 static tl_code
 jpush(jparser *jp, jvalue *v, char *key, jvalue *item)
 {
+	if (v->type == J_OBJECT && v->n >= ST_MAX_MEMBERS)
+		return tl_fail(jp->err, TL_E_LIMIT, "safetensors header: an object has more than %d members",
+					   ST_MAX_MEMBERS);
 	if (v->n == v->cap)
 	{
 		int			cap = v->cap ? v->cap * 2 : 4;
 		jvalue	  **items;
 
-		if (cap > (1 << 24))
-			return tl_fail(jp->err, TL_E_LIMIT, "safetensors header: too many elements");
 		items = realloc(v->items, (size_t) cap * sizeof(*items));
 		if (!items)
 			return tl_fail(jp->err, TL_E_NOMEM, "out of memory parsing safetensors header");
@@ -464,6 +473,8 @@ jparse_value(jparser *jp, jvalue **out, int depth)
 	*out = NULL;
 	if (depth > ST_MAX_DEPTH)
 		return tl_fail(jp->err, TL_E_LIMIT, "safetensors header: nesting deeper than %d", ST_MAX_DEPTH);
+	if (++jp->values > ST_MAX_VALUES)
+		return tl_fail(jp->err, TL_E_LIMIT, "safetensors header: more than %d values", ST_MAX_VALUES);
 	jskip_ws(jp);
 	if (jp->p >= jp->end)
 		return jerr(jp, "unexpected end");
@@ -701,6 +712,7 @@ parse_header(const uint8_t *data, size_t len, jvalue **root, size_t *hlen_out, t
 	jp.start = data + 8;
 	jp.p = jp.start;
 	jp.end = jp.start + hlen;
+	jp.values = 0;
 	jp.err = err;
 	if ((rc = jparse_value(&jp, root, 0)) != TL_OK)
 		return rc;
@@ -754,6 +766,7 @@ tl_json_string_array(const char *json, char ***items, int *n, tl_error *err)
 	*n = 0;
 	jp.start = jp.p = (const uint8_t *) json;
 	jp.end = jp.start + strlen(json);
+	jp.values = 0;
 	jp.err = err;
 	if ((rc = jparse_value(&jp, &v, 0)) != TL_OK)
 		return rc;

@@ -178,6 +178,29 @@ test_header_errors(void)
 	expect_error("{\"__metadata__\":{\"x\":\"y\"}}", 0, TL_OK, NULL, "metadata only");
 }
 
+/* Headers built to cost memory or quadratic time are refused early. */
+static void
+test_header_bounds(void)
+{
+	size_t		cap = 8 << 20;
+	char	   *h = malloc(cap);
+	size_t		n;
+	tl_error	err = {0};
+
+	n = (size_t) snprintf(h, cap, "{\"__metadata__\":{");
+	for (int i = 0; i < 20000; i++)
+		n += (size_t) snprintf(h + n, cap - n, "%s\"k%d\":\"v\"", i ? "," : "", i);
+	snprintf(h + n, cap - n, "}}");
+	is_int(read_header(h, 0, &err), TL_E_LIMIT, "20000 members in one object: %s", err.message);
+
+	n = (size_t) snprintf(h, cap, "{\"a\":{\"dtype\":\"F32\",\"shape\":[");
+	for (int i = 0; i < 300000; i++)
+		n += (size_t) snprintf(h + n, cap - n, "%s1", i ? "," : "");
+	snprintf(h + n, cap - n, "],\"data_offsets\":[0,4]}}");
+	is_int(read_header(h, 4, &err), TL_E_LIMIT, "300000 values: %s", err.message);
+	free(h);
+}
+
 static void
 test_offsets(void)
 {
@@ -321,6 +344,7 @@ main(void)
 	test_round_trip();
 	test_header_errors();
 	test_offsets();
+	test_header_bounds();
 	test_dtype_fixture();
 	return tap_done();
 }
