@@ -2,7 +2,8 @@
 # demo.sh - the main job, end to end, on a throwaway cluster:
 # build and install the extension into a private copy of PostgreSQL under
 # build/, start a cluster in build/demo-cluster, create the extension, import
-# the tutorial's hymenoptera dataset and print the dataset summary.
+# the tutorial's hymenoptera dataset, print the dataset summary, then train
+# the tutorial's finetune and feature_extractor models with their logs.
 #
 #   scripts/demo.sh           run everything, stop the cluster at the end
 #   scripts/demo.sh --keep    leave the cluster running and say how to connect
@@ -106,6 +107,27 @@ print_summary() {
 			WHERE dataset = '$DEMO_DATASET' GROUP BY split ORDER BY split"
 }
 
+# The tutorial's two trainings, each printing its log as it goes.  From the
+# pretrained ImageNet ResNet-18 when it has been imported (as
+# resnet18-imagenet), else from random initialisation.  TL_DEMO_EPOCHS
+# overrides the tutorial's 25 epochs.
+train_models() {
+	local epochs=${TL_DEMO_EPOCHS:-25} start=""
+	if [ "$(sql -At -c "SELECT count(*) FROM tl_stored_models WHERE name = 'resnet18-imagenet'")" = 1 ]; then
+		step "train: finetune and feature_extractor from resnet18-imagenet, $epochs epochs each"
+	else
+		step "train from scratch (no pretrained resnet18-imagenet), $epochs epochs each"
+		start=", from_scratch => true"
+	fi
+	for mode in finetune feature_extractor; do
+		sql -c "SELECT tl_train('$mode', '$DEMO_DATASET', epochs => $epochs, seed => 1$start, wait => true) AS run"
+	done
+	sql -c "SELECT r.id AS run, r.mode, round(r.best_val_acc::numeric, 4) AS best_val_acc,
+				   r.best_epoch, m.name AS model, r.finished - r.started AS took
+			FROM tl_runs r JOIN tl_stored_models m ON m.id = r.model_id
+			WHERE r.dataset = '$DEMO_DATASET' ORDER BY r.id"
+}
+
 finish() {
 	if [ "$KEEP" = 1 ]; then
 		step "the cluster keeps running"
@@ -124,6 +146,7 @@ main() {
 	import_dataset
 	import_pretrained
 	print_summary
+	train_models
 	finish
 }
 

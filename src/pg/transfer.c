@@ -21,6 +21,8 @@ int			tl_guc_max_image_pixels = (int) TL_DEFAULT_MAX_PIXELS;
 int			tl_guc_blas_threads = 1;
 int			tl_guc_max_image_file_size = 64 * 1024;	/* kB */
 int			tl_guc_model_cache_size = 2;
+int			tl_guc_train_threads = 2;
+int			tl_guc_train_memory_limit = 4096;
 
 static void
 assign_blas_threads(int newval, void *extra)
@@ -63,6 +65,22 @@ _PG_init(void)
 							&tl_guc_model_cache_size,
 							2, 1, 64,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("transfer.train_threads",
+							"Compute threads of a training worker.",
+							"tl_train records the value of the calling session in the run; "
+							"a run is reproducible for the same seed, data and thread count.",
+							&tl_guc_train_threads,
+							2, 1, 64,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("transfer.train_memory_limit",
+							"Largest estimated memory a training run may use.",
+							"tl_train rejects a run whose estimate (decoded images, weights, "
+							"activations) is larger.  0 disables the check.",
+							&tl_guc_train_memory_limit,
+							4096, 0, INT_MAX / 2,
+							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("transfer");
 }

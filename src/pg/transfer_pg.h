@@ -7,5 +7,7 @@ extern int	tl_guc_max_image_pixels;
 extern int	tl_guc_blas_threads;
 extern int	tl_guc_max_image_file_size;	/* kB */
 extern int	tl_guc_model_cache_size;
+extern int	tl_guc_train_threads;
+extern int	tl_guc_train_memory_limit;	/* MB, 0 = no limit */
 
 #endif
