@@ -3,7 +3,8 @@
 # build and install the extension into a private copy of PostgreSQL under
 # build/, start a cluster in build/demo-cluster, create the extension, import
 # the tutorial's hymenoptera dataset, print the dataset summary, then train
-# the tutorial's finetune and feature_extractor models with their logs.
+# the tutorial's finetune and feature_extractor models with their logs and
+# show a few predictions.
 #
 #   scripts/demo.sh           run everything, stop the cluster at the end
 #   scripts/demo.sh --keep    leave the cluster running and say how to connect
@@ -128,6 +129,16 @@ train_models() {
 			WHERE r.dataset = '$DEMO_DATASET' ORDER BY r.id"
 }
 
+# A few predictions of the fine-tuned model on val images, beside their labels.
+show_predictions() {
+	step "predictions of the fine-tuned model on val images"
+	sql -c "WITH m AS (SELECT s.name FROM tl_runs r JOIN tl_stored_models s ON s.id = r.model_id
+					   WHERE r.dataset = '$DEMO_DATASET' AND r.mode = 'finetune' ORDER BY r.id DESC LIMIT 1)
+			SELECT i.name, i.label, tl_predict(i.img, m.name) AS predicted
+			FROM tl_images i, m
+			WHERE i.dataset = '$DEMO_DATASET' AND i.split = 'val' AND i.id % 19 = 0 ORDER BY i.id"
+}
+
 finish() {
 	if [ "$KEEP" = 1 ]; then
 		step "the cluster keeps running"
@@ -147,6 +158,7 @@ main() {
 	import_pretrained
 	print_summary
 	train_models
+	show_predictions
 	finish
 }
 
