@@ -82,6 +82,7 @@ const float *tl_resnet_grad(const tl_resnet *net, const char *key, int64_t *nume
  */
 tl_code		tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 						   tl_train_mode mode, tl_error *err);
+/* Bytes the network holds once planned: activations, gradients, workspaces, parameters. */
 size_t		tl_resnet_planned_bytes(const tl_resnet *net);
 
 /* The pieces of a step, exposed for parity tests. */

@@ -234,7 +234,9 @@ tl_resnet_planned_bytes(const tl_resnet *net)
 {
 	if (!net->planned)
 		return 0;
-	return net->arena_bytes + 2 * (size_t) net->nparams_total * sizeof(float);
+	/* arena + parameters + gradients + packed conv weights */
+	return net->arena_bytes + 2 * (size_t) net->nparams_total * sizeof(float)
+		+ (size_t) net->wpack_total * sizeof(float);
 }
 
 /* ---- forward ---- */

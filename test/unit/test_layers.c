@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tap.h"
 #include "tl_nn.h"
@@ -580,6 +582,34 @@ test_parallel(void)
 		if (hits[i] != (i < 10 ? 2 : 1))
 			good = 0;
 	ok(good, "every index visited once per call");
+
+	/*
+	 * Fork safety: a child of a process whose pool exists (a PostgreSQL
+	 * backend forked from a postmaster that trained) builds its own pool.
+	 */
+	{
+		pid_t		pid;
+		int			status = -1;
+
+		fflush(stdout);
+		pid = fork();
+		if (pid == 0)
+		{
+			int			n;
+
+			alarm(20);			/* a hang fails the test instead of blocking it */
+			memset(hits, 0, sizeof(hits));
+			n = tl_parallel_for(1000, 1, mark, NULL);
+			for (int i = 0; i < 1000; i++)
+				if (hits[i] != 1)
+					_exit(2);
+			_exit(n == 2 ? 0 : 3);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+		ok(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		   "a forked child runs parallel work on a pool of its own (status %d)", status);
+	}
 	tl_set_num_threads(1);
 }
 
