@@ -188,10 +188,9 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 		return NULL;
 	}
 	net->params = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
-	net->grads = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
 	/* C11 aligned_alloc: the size must be a multiple of the alignment */
 	net->wpack = aligned_alloc(64, (size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
-	if (!net->params || !net->grads || !net->wpack)
+	if (!net->params || !net->wpack)
 	{
 		tl_fail(err, TL_E_NOMEM, "out of memory for %lld parameters",
 				(long long) net->nparams_total);
@@ -199,7 +198,6 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 		return NULL;
 	}
 	memset(net->params, 0, (size_t) net->nparams_total * sizeof(float));
-	memset(net->grads, 0, (size_t) net->nparams_total * sizeof(float));
 	reset_bn_buffers(net);
 	net->params_version = 1;
 	return net;
@@ -276,7 +274,7 @@ tl_resnet_grad(const tl_resnet *net, const char *key, int64_t *numel)
 		return NULL;
 	if (numel)
 		*numel = net->entries[e].numel;
-	return net->grads + net->entries[e].offset;
+	return tl_resnet_grad_of(net, e);
 }
 
 /* ---- state dicts ---- */

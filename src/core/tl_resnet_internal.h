@@ -25,7 +25,7 @@ typedef struct tl_param_entry
 	char		key[64];
 	int			ndim;
 	int64_t		shape[4];
-	int64_t		offset;			/* into params (and grads) */
+	int64_t		offset;			/* into params (and, finetune, grads) */
 	int64_t		numel;
 	bool		trainable;		/* weight or bias (not a running statistic) */
 	bool		is_fc;
@@ -83,9 +83,10 @@ struct tl_resnet
 	tl_resnet_config cfg;
 	tl_param_entry entries[TL_RESNET_MAX_ENTRIES];
 	int			nentries;
-	int64_t		nparams_total;	/* floats in params and grads */
+	int64_t		nparams_total;	/* floats in params */
 	float	   *params;
-	float	   *grads;
+	float	   *grads;			/* planned: params' layout (finetune) or fc only */
+	int64_t		grads_total;
 	float	   *wpack;			/* conv weights in the kernels' (oc, kh, kw, c) layout */
 	int64_t		wpack_total;
 	uint64_t	params_version; /* bumped whenever params may have changed */
@@ -138,6 +139,22 @@ struct tl_resnet
 int			tl_resnet_find_entry(const tl_resnet *net, const char *key);
 bool		tl_resnet_shape_equal(const tl_param_entry *pe, int ndim, const int64_t *shape);
 bool		tl_resnet_entry_has_grad(const tl_resnet *net, int e);
+
+/* Gradient of entry e in the planned mode, or NULL if it has none. */
+static inline float *
+tl_resnet_grad_of(const tl_resnet *net, int e)
+{
+	const tl_param_entry *pe = &net->entries[e];
+
+	if (!net->planned || !net->grads || !pe->trainable)
+		return NULL;
+	if (net->mode == TL_MODE_FINETUNE)
+		return net->grads + pe->offset;
+	/* feature extractor: fc.weight and fc.bias, contiguous at the end */
+	if (!pe->is_fc)
+		return NULL;
+	return net->grads + (pe->offset - net->entries[net->fc_weight].offset);
+}
 
 /* Parameters may have changed: packed weights must be rebuilt before use. */
 static inline void

@@ -202,6 +202,9 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		return tl_fail(err, TL_E_INVALID, "unknown training mode %d", (int) mode);
 	free(net->arena);
 	net->arena = NULL;
+	free(net->grads);
+	net->grads = NULL;
+	net->grads_total = 0;
 	net->planned = false;
 	net->max_batch = max_batch;
 	net->height = height;
@@ -220,6 +223,20 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		return tl_fail(err, TL_E_NOMEM, "out of memory planning %lld bytes of activations",
 					   (long long) a.used);
 	net->arena_bytes = (size_t) a.used;
+	/* gradients: every parameter's when fine-tuning, else fc's only */
+	if (mode == TL_MODE_FINETUNE)
+		net->grads_total = net->nparams_total;
+	else
+		net->grads_total = net->nparams_total - net->entries[net->fc_weight].offset;
+	net->grads = aligned_alloc(64, (size_t) ((net->grads_total + 15) & ~(int64_t) 15) * sizeof(float));
+	if (!net->grads)
+	{
+		free(net->arena);
+		net->arena = NULL;
+		return tl_fail(err, TL_E_NOMEM, "out of memory for %lld gradients",
+					   (long long) net->grads_total);
+	}
+	memset(net->grads, 0, (size_t) net->grads_total * sizeof(float));
 	a.base = net->arena;
 	a.used = 0;
 	layout(net, &a);
@@ -235,8 +252,8 @@ tl_resnet_planned_bytes(const tl_resnet *net)
 	if (!net->planned)
 		return 0;
 	/* arena + parameters + gradients + packed conv weights */
-	return net->arena_bytes + 2 * (size_t) net->nparams_total * sizeof(float)
-		+ (size_t) net->wpack_total * sizeof(float);
+	return net->arena_bytes + (size_t) (net->nparams_total + net->grads_total + net->wpack_total)
+		* sizeof(float);
 }
 
 /* ---- forward ---- */
@@ -250,7 +267,7 @@ param_of(tl_resnet *net, int e)
 static inline float *
 grad_of(tl_resnet *net, int e)
 {
-	return net->grads + net->entries[e].offset;
+	return tl_resnet_grad_of(net, e);
 }
 
 /* The conv weights as the kernels take them (tl_nn.h: packed layout). */

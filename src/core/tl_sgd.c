@@ -135,7 +135,7 @@ tl_sgd_step(tl_sgd *opt, tl_error *err)
 		if (!tl_resnet_entry_has_grad(net, e))
 			continue;
 		j.p = net->params + pe->offset;
-		j.g = net->grads + pe->offset;
+		j.g = tl_resnet_grad_of(net, e);
 		j.b = opt->buf + pe->offset;
 		j.first = !opt->has_buf[e];
 		tl_parallel_for(pe->numel, 32768, sgd_range, &j);
