@@ -19,6 +19,7 @@
 #include "utils/fmgroids.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -274,6 +275,68 @@ tl_run_args_json(const tl_run_args *args, const tl_dataset_info *classes)
 	return s.data;
 }
 
+/*
+ * A run's recorded arguments are input like any other: tl_runs is granted to
+ * PUBLIC under row-level security, so a role can edit its own run (or insert
+ * one) and call tl_resume.  Hold them to tl_train's rules again, including
+ * the arguments' share of the memory estimate, so that a resumed run can't
+ * do what tl_train refuses.
+ */
+static void
+check_recorded_args(int64 run, const tl_run_args *args)
+{
+	const char *bad = NULL;
+	double		estimate;
+
+	if (args->epochs < 1)
+		bad = "epochs";
+	else if (args->batch_size < 1)
+		bad = "batch_size";
+	else if (args->step_size < 1)
+		bad = "step_size";
+	else if (!(args->lr > 0) || isinf(args->lr))
+		bad = "lr";
+	else if (!(args->momentum >= 0) || isinf(args->momentum))
+		bad = "momentum";
+	else if (!(args->gamma > 0) || isinf(args->gamma))
+		bad = "gamma";
+	else if (args->image_size < 32 || args->image_size > 1024)
+		bad = "image_size";
+	else if (args->base_width < 1 || args->base_width > 256)
+		bad = "base_width";
+	else if (args->num_classes < 2)
+		bad = "num_classes";
+	if (bad)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run " INT64_FORMAT " has an invalid %s in its recorded arguments", run, bad),
+				 errhint("A run's arguments must pass the checks tl_train makes.")));
+	if (args->threads < 1 || args->threads > 64)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run " INT64_FORMAT " has an invalid threads in its recorded arguments", run)));
+
+	/*
+	 * The limits are superuser settings: a superuser may have raised them for
+	 * the session that started the run, anyone else runs under the values
+	 * of its role and database, which this process has too.
+	 */
+	if (superuser())
+		return;
+	if (args->threads > tl_guc_train_threads)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("run " INT64_FORMAT " is recorded with %d threads, more than transfer.train_threads (%d)",
+						run, args->threads, tl_guc_train_threads)));
+	estimate = tl_train_memory_estimate(args, 0);
+	if (tl_guc_train_memory_limit > 0 &&
+		estimate > (double) tl_guc_train_memory_limit * 1024.0 * 1024.0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("run " INT64_FORMAT " would need at least %.0f MB, more than transfer.train_memory_limit (%d MB)",
+						run, estimate / (1024.0 * 1024.0), tl_guc_train_memory_limit)));
+}
+
 void
 tl_run_args_load(int64 run, tl_run_args *args)
 {
@@ -304,6 +367,17 @@ tl_run_args_load(int64 run, tl_run_args *args)
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
+	/* Every argument is required but base_model (NULL for runs from scratch). */
+	for (int col = 1; col <= 17; col++)
+	{
+		bool		isnull;
+
+		(void) SPI_getbinval(tup, desc, col, &isnull);
+		if (isnull && col != 10)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("arguments of run " INT64_FORMAT " are incomplete", run)));
+	}
 #define INT_COL(n) DatumGetInt32(SPI_getbinval(tup, desc, (n), &isnull))
 #define F8_COL(n) DatumGetFloat8(SPI_getbinval(tup, desc, (n), &isnull))
 	{
@@ -327,9 +401,8 @@ tl_run_args_load(int64 run, tl_run_args *args)
 		args->base_width = INT_COL(15);
 		args->threads = INT_COL(16);
 		args->num_classes = INT_COL(17);
-		if (isnull)
-			elog(ERROR, "arguments of run " INT64_FORMAT " are incomplete", run);
 	}
 #undef INT_COL
 #undef F8_COL
+	check_recorded_args(run, args);
 }

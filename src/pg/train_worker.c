@@ -37,6 +37,7 @@
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -385,7 +386,21 @@ load_classes(int64 run, run_data *d)
 	d->num_classes = (int) SPI_processed;
 	d->classes = MemoryContextAlloc(run_cxt, sizeof(char *) * d->num_classes);
 	for (int i = 0; i < d->num_classes; i++)
-		d->classes[i] = MemoryContextStrdup(run_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	{
+		/* the row is the run role's to edit: a class may be null or repeated */
+		char	   *c = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (c == NULL || c[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("run " INT64_FORMAT " has a null or empty class name recorded", run)));
+		for (int j = 0; j < i; j++)
+			if (strcmp(d->classes[j], c) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("run " INT64_FORMAT " has class \"%s\" recorded twice", run, c)));
+		d->classes[i] = MemoryContextStrdup(run_cxt, c);
+	}
 }
 
 static void
@@ -794,6 +809,11 @@ train_run(int64 run, const tl_launch_extra *extra)
 	if (have_ck)
 	{
 		load_classes(run, &d);
+		if (ck.n_train == 0 || ck.n_val == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the resume point of run " INT64_FORMAT " lists no %s images",
+							run, ck.n_train == 0 ? "train" : "val")));
 		d.n_train = ck.n_train;
 		d.n_val = ck.n_val;
 		d.ids = MemoryContextAlloc(run_cxt, sizeof(int64) * Max(ck.n_train + ck.n_val, 1));
@@ -908,6 +928,12 @@ train_run(int64 run, const tl_launch_extra *extra)
 	p.train_batches = (d.n_train + args.batch_size - 1) / args.batch_size;
 	p.val_batches = (d.n_val + args.batch_size - 1) / args.batch_size;
 
+	/* the resume point is the run role's to edit: it may lie past the end */
+	if (start_epoch >= args.epochs)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the resume point of run " INT64_FORMAT " (epoch %d) is past its last epoch (%d)",
+						run, start_epoch - 1, args.epochs - 1)));
 	for (int epoch = start_epoch; epoch < args.epochs; epoch++)
 	{
 		double		lr = tl_steplr_lr(args.lr, args.gamma, args.step_size, epoch);
@@ -978,8 +1004,6 @@ train_run(int64 run, const tl_launch_extra *extra)
 		epochs_timed++;
 		p.epoch_s += ((double) (GetCurrentTimestamp() - epoch_start) / USECS_PER_SEC - p.epoch_s) / epochs_timed;
 	}
-	/* a run resumed after its last epoch committed has nothing left: never happens,
-	 * since the last epoch commits the model with it */
 }
 
 void
@@ -995,6 +1019,13 @@ tl_train_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(extra.database, extra.role, 0);
+
+	/*
+	 * The role's and database's settings apply to this connection, search_path
+	 * included; the worker's queries name tables by schema but not every
+	 * operator, so run under the path tl_train itself runs under.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_OVERRIDE);
 	pgstat_report_appname(TL_TRAIN_WORKER_TYPE);
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "tl_train run", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(run_cxt);
