@@ -17,7 +17,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(42);
+SELECT plan(47);
 
 -- The extension's members, from pg_depend.
 CREATE TEMP VIEW ext_functions AS
@@ -285,7 +285,13 @@ INSERT INTO hostile_calls (what, query, expected) VALUES
 	('tl_evaluate', $$SELECT tl_evaluate('tap_evil_model', 'tap_evil_ds')::text$$, NULL),
 	('tl_models', $$SELECT pg_catalog.string_agg(name OPERATOR(pg_catalog.||) deployed::text, ',' ORDER BY id)
 		FROM public.tl_models$$, NULL),	-- (tap_evil shadows the unqualified name)
-	('tl_datasets', $$SELECT pg_catalog.sum(images)::text FROM public.tl_datasets$$, NULL);
+	('tl_datasets', $$SELECT pg_catalog.sum(images)::text FROM public.tl_datasets$$, NULL),
+	('tl_train', $$SELECT (tl_train('finetune', 'tap_evil_ds', from_scratch => true, image_size => 32,
+		base_width => 4, batch_size => 5, model_name => 'tap_evil_trained') > 0)::text$$, 'true'),
+	('tl_run_status', $$SELECT tl_run_status((SELECT pg_catalog.max(id) FROM public.tl_runs))$$, NULL),
+	('tl_plot', $$SELECT pg_catalog.md5(tl_plot((SELECT pg_catalog.max(id) FROM public.tl_runs)))$$, NULL),
+	('tl_progress', $$SELECT pg_catalog.count(*)::text FROM public.tl_progress$$, NULL),
+	('tl_wait', $$SELECT tl_wait(-1, '1 second')$$, NULL);
 DO $$
 DECLARE
 	c record;
