@@ -76,8 +76,9 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
  * (cache-resident), multiplies into a float partial (wtmp) and flushes that
  * into its double accumulator (wacc) every TL_WGRAD_CHUNK rows; the threads'
  * accumulators are then added in double.  With P small it is split by output
- * channel, and past TL_WGRAD_CHUNK rows chunks are likewise added in double
- * (a single float sum over 50k rows loses ~1e-2 where the products cancel).
+ * channel, and past TL_WGRAD_CHUNK rows chunks are likewise added in double,
+ * so no float sum runs over more than TL_WGRAD_CHUNK rows (conv1 at 224x224,
+ * batch 4, sums 50k).
  * tl_conv_wgrad_workspace(s, parts) is the floats of wtmp and the doubles of
  * wacc that `parts` threads need (0: none).
  */

@@ -6,7 +6,8 @@
  * CPU kernels accumulate float in double; one pass computes sum and sum of
  * squares (exact enough in double for activations).  The normalisation is
  * applied as y = x * scale + shift with per-channel scale = gamma * invstd,
- * shift = beta - mean * scale.
+ * shift = beta - mean * scale.  Batch mean and inverse std are kept in double
+ * for backward, whose sums run in float over 16-row blocks added in double.
  */
 #include "tl_nn.h"
 

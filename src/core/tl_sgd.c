@@ -207,11 +207,15 @@ double
 tl_steplr_lr(double base_lr, double gamma, int step_size, int epoch)
 {
 	double		lr = base_lr;
+	int			decays;
 
 	if (step_size < 1 || epoch < 0)
 		return base_lr;
-	/* repeated products, as StepLR.step() computes it */
-	for (int k = 0; k < epoch / step_size; k++)
+	decays = epoch / step_size;
+	/* repeated products, as StepLR.step() computes it; pow past that (no long loops) */
+	for (int k = 0; k < decays && k < 4096; k++)
 		lr *= gamma;
+	if (decays > 4096)
+		lr *= pow(gamma, (double) (decays - 4096));
 	return lr;
 }

@@ -380,6 +380,7 @@ test_steplr(void)
 	close_to(tl_steplr_lr(0.001, 0.1, 7, 6), 0.001, 1e-15, "StepLR epoch 6");
 	close_to(tl_steplr_lr(0.001, 0.1, 7, 7), 0.0001, 1e-15, "StepLR epoch 7");
 	close_to(tl_steplr_lr(0.001, 0.1, 7, 14), 0.00001, 1e-15, "StepLR epoch 14");
+	close_to(tl_steplr_lr(0.5, 1.0, 1, 2147483647), 0.5, 1e-15, "StepLR at a huge epoch returns promptly");
 }
 
 int
