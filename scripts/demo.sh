@@ -3,8 +3,9 @@
 # build and install the extension into a private copy of PostgreSQL under
 # build/, start a cluster in build/demo-cluster, create the extension, import
 # the tutorial's hymenoptera dataset, print the dataset summary, then train
-# the tutorial's finetune and feature_extractor models with their logs and
-# show a few predictions.
+# the tutorial's finetune and feature_extractor models with their logs,
+# show a few predictions, deploy the fine-tuned model and print each model's
+# accuracy on the val images.
 #
 #   scripts/demo.sh           run everything, stop the cluster at the end
 #   scripts/demo.sh --keep    leave the cluster running and say how to connect
@@ -139,6 +140,23 @@ show_predictions() {
 			WHERE i.dataset = '$DEMO_DATASET' AND i.split = 'val' AND i.id % 19 = 0 ORDER BY i.id"
 }
 
+# Deploy the fine-tuned model (tl_predict(img) then uses it) and evaluate
+# both trained models on the val images: accuracy, loss, confusion matrix.
+evaluate_models() {
+	step "deploy the fine-tuned model; accuracy of each trained model on the val images (tl_evaluate)"
+	sql -c "SELECT tl_deploy(s.name) AS deployment, s.name AS deployed_model
+			FROM tl_runs r JOIN tl_stored_models s ON s.id = r.model_id
+			WHERE r.dataset = '$DEMO_DATASET' AND r.mode = 'finetune' ORDER BY r.id DESC LIMIT 1"
+	sql -c "SELECT m.name AS model, m.deployed, (e ->> 'images')::int AS images,
+				   round((e ->> 'accuracy')::numeric, 4) AS accuracy, round((e ->> 'loss')::numeric, 4) AS loss,
+				   e -> 'confusion' AS confusion
+			FROM tl_models m, tl_evaluate(m.name, '$DEMO_DATASET', 'val') AS e
+			WHERE m.source ->> 'kind' = 'trained' ORDER BY m.id"
+	sql -c "SELECT label, tl_predict(img) AS predicted, count(*) AS images
+			FROM tl_images WHERE dataset = '$DEMO_DATASET' AND split = 'val'
+			GROUP BY 1, 2 ORDER BY 1, 2"
+}
+
 finish() {
 	if [ "$KEEP" = 1 ]; then
 		step "the cluster keeps running"
@@ -159,6 +177,7 @@ main() {
 	print_summary
 	train_models
 	show_predictions
+	evaluate_models
 	finish
 }
 
