@@ -14,6 +14,11 @@ Real hymenoptera images are only read (never copied): for them refs.txt holds
 FNV-1a hashes of the decoded pixels and the 224 eval crop plus a few samples.
 
 Usage: /usr/bin/python3 test/scripts/make_image_fixtures.py [DATA_DIR]
+       /usr/bin/python3 test/scripts/make_image_fixtures.py --dataset-refs OUT DATA_DIR
+The second form writes references for every file of the dataset (used by
+test/t/image_parity.sh, not committed): per image (path, a tab, then fields) the weighted hashes
+(whash) of the decoded pixels, of the fp32 eval tensor (HWC) and of an fp32
+train tensor for a recorded RandomResizedCrop box and flip.
 """
 import io
 import math
@@ -30,7 +35,7 @@ import torchvision.transforms.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "fixtures", "image")
-DATA = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/hymenoptera_data"
+DATA = sys.argv[1] if len(sys.argv) == 2 else "/work/shared/data/hymenoptera_data"
 SMALL = 32  # output size of the small eval/train references
 
 REAL = [
@@ -60,6 +65,59 @@ def fnv1a64_np(a):
     for x in a.tobytes():
         h = ((h ^ x) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+def whash(a):
+    """Position-weighted sum mod 2**64 of uint8 or uint32 values (vectorised; the C test matches it)."""
+    v = np.ascontiguousarray(a).reshape(-1)
+    if v.dtype == np.float32:
+        v = v.view(np.uint32)
+    idx = np.arange(v.size, dtype=np.uint64)
+    w = (idx * np.uint64(2654435761) + np.uint64(1)) & np.uint64(0xFFFFFFFF)
+    with np.errstate(over="ignore"):
+        return int((v.astype(np.uint64) * w).sum(dtype=np.uint64))
+
+
+NORMALIZE = None
+
+
+def to_hwc_tensor(img):
+    global NORMALIZE
+    if NORMALIZE is None:
+        NORMALIZE = T.Compose([T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    return NORMALIZE(img).permute(1, 2, 0).contiguous().numpy()
+
+
+def dataset_refs(out_path, data_dir):
+    """References for every file under data_dir (train and val)."""
+    eval_t = T.Compose([T.Resize(256), T.CenterCrop(224)])
+    lines = []
+    for root, _, files in sorted(os.walk(data_dir)):
+        for fn in sorted(files):
+            path = os.path.join(root, fn)
+            rel = os.path.relpath(path, data_dir)
+            try:
+                img = Image.open(path)
+                fmt = img.format
+                img = img.convert("RGB")
+            except Exception as e:  # noqa: BLE001 - any Pillow failure counts as not decodable
+                lines.append(f"{rel}\terror {type(e).__name__}")
+                continue
+            if fmt not in ("JPEG", "PNG"):
+                lines.append(f"{rel}\tunsupported {fmt}")
+                continue
+            ev = to_hwc_tensor(eval_t(img))
+            _, (i, j, h, w) = record_rrc(img.width, img.height, len(rel))
+            flip = len(rel) % 2
+            crop = F.resized_crop(img, i, j, h, w, [224, 224], T.InterpolationMode.BILINEAR)
+            if flip:
+                crop = F.hflip(crop)
+            tr = to_hwc_tensor(crop)
+            lines.append(f"{rel}\tok {img.width} {img.height} {whash(np.asarray(img)):016x} {whash(ev):016x} "
+                         f"{i} {j} {h} {w} {flip} {whash(tr):016x}")
+    with open(out_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(lines)
 
 
 def pattern(w, h, seed):
@@ -287,4 +345,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--dataset-refs":
+        n = dataset_refs(sys.argv[2], sys.argv[3])
+        print(f"{n} dataset references written to {sys.argv[2]}", file=sys.stderr)
+    else:
+        main()
