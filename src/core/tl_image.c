@@ -80,8 +80,8 @@ tl_image_unsupported(const uint8_t *data, size_t len, tl_image_format fmt,
 	for (size_t i = 0, pos = 0; i < n; i++)
 		pos += snprintf(hex + pos, sizeof(hex) - pos, "%s%02x", i ? " " : "", data[i]);
 	return tl_fail(err, TL_E_UNSUPPORTED,
-				   "unrecognised image data of %zu bytes starting with %s (only JPEG and PNG are supported)",
-				   len, hex);
+				   "unrecognised image data of %zu byte%s starting with %s (only JPEG and PNG are supported)",
+				   len, len == 1 ? "" : "s", hex);
 }
 
 tl_code

@@ -29,6 +29,7 @@ typedef struct tl_jpeg_error_mgr
 {
 	struct jpeg_error_mgr pub;
 	jmp_buf		jump;
+	tl_code		code;			/* what the failure means for the caller */
 	char		message[JMSG_LENGTH_MAX];
 } tl_jpeg_error_mgr;
 
@@ -45,6 +46,17 @@ tl_jpeg_error_exit(j_common_ptr cinfo)
 	tl_jpeg_error_mgr *jerr = (tl_jpeg_error_mgr *) cinfo->err;
 
 	(*cinfo->err->format_message) (cinfo, jerr->message);
+	switch (cinfo->err->msg_code)
+	{
+		case JERR_IMAGE_TOO_BIG:
+			jerr->code = TL_E_LIMIT;
+			break;
+		case JERR_OUT_OF_MEMORY:
+			jerr->code = TL_E_NOMEM;
+			break;
+		default:
+			jerr->code = TL_E_CORRUPT;
+	}
 	longjmp(jerr->jump, 1);
 }
 
@@ -58,6 +70,7 @@ tl_jpeg_emit_message(j_common_ptr cinfo, int msg_level)
 	if (cinfo->err->msg_code == JWRN_JPEG_EOF)
 	{
 		snprintf(jerr->message, sizeof(jerr->message), "truncated JPEG data");
+		jerr->code = TL_E_CORRUPT;
 		longjmp(jerr->jump, 1);
 	}
 	/* Other warnings (corrupt entropy data etc.) are tolerated, as by Pillow. */
@@ -82,7 +95,23 @@ tl_jpeg_progress(j_common_ptr cinfo)
 	{
 		snprintf(jerr->message, sizeof(jerr->message),
 				 "JPEG has more than %d scans", TL_JPEG_MAX_SCANS);
+		jerr->code = TL_E_LIMIT;
 		longjmp(jerr->jump, 1);
+	}
+}
+
+/* The error for a longjmp out of libjpeg: "corrupt JPEG: <libjpeg's message>". */
+static tl_code
+tl_jpeg_fail(tl_error *err, const tl_jpeg_error_mgr *jerr, const char *what)
+{
+	switch (jerr->code)
+	{
+		case TL_E_LIMIT:
+			return tl_fail(err, TL_E_LIMIT, "%s over a decoder limit: %s", what, jerr->message);
+		case TL_E_NOMEM:
+			return tl_fail(err, TL_E_NOMEM, "out of memory decoding %s: %s", what, jerr->message);
+		default:
+			return tl_fail(err, TL_E_CORRUPT, "corrupt %s: %s", what, jerr->message);
 	}
 }
 
@@ -115,7 +144,7 @@ tl_jpeg_probe(const uint8_t *data, size_t len, int *width, int *height,
 	tl_jpeg_init(ctx);
 	if (setjmp(ctx->jerr.jump))
 	{
-		rc = tl_fail(err, TL_E_CORRUPT, "corrupt JPEG header: %s", ctx->jerr.message);
+		rc = tl_jpeg_fail(err, &ctx->jerr, "JPEG header");
 		jpeg_destroy_decompress(&ctx->cinfo);
 		free(ctx);
 		return rc;
@@ -174,7 +203,7 @@ tl_jpeg_decode(const uint8_t *data, size_t len, int64_t max_pixels,
 	tl_jpeg_init(ctx);
 	if (setjmp(ctx->jerr.jump))
 	{
-		rc = tl_fail(err, TL_E_CORRUPT, "corrupt JPEG: %s", ctx->jerr.message);
+		rc = tl_jpeg_fail(err, &ctx->jerr, "JPEG");
 		goto done;
 	}
 	jpeg_create_decompress(&ctx->cinfo);
@@ -256,7 +285,8 @@ tl_jpeg_decode(const uint8_t *data, size_t len, int64_t max_pixels,
 			}
 		}
 	}
-	/* All rows are in: like Pillow, don't require anything after the last scan. */
+	/* Like Pillow, read on to the EOI marker: a file cut before it is truncated. */
+	jpeg_finish_decompress(&ctx->cinfo);
 	out->width = width;
 	out->height = height;
 	out->rgb = rgb;

@@ -125,10 +125,99 @@ test_limit(void)
 	free(data);
 }
 
+/* Bad inputs made from committed fixtures: each must fail cleanly with a clear message. */
+static void
+expect_failure(const uint8_t *data, size_t len, tl_code want, const char *want_text, const char *what)
+{
+	tl_image	img = {7, 7, (uint8_t *) &img};	/* decode must reset it */
+	tl_error	err;
+
+	tl_error_clear(&err);
+	is_int(tl_image_decode(data, len, TL_DEFAULT_MAX_PIXELS, &img, &err), want, "%s fails as %s",
+		   what, tl_code_name(want));
+	ok(img.rgb == NULL && img.width == 0 && strstr(err.message, want_text) != NULL,
+	   "%s: \"%s\"", what, err.message);
+}
+
+static void
+test_bad_inputs(void)
+{
+	size_t		len,
+				plen;
+	uint8_t    *jpg = read_fixture("synth_rgb420.jpg", &len);
+	uint8_t    *png = read_fixture("synth_rgb.png", &plen);
+	uint8_t    *gif;
+	uint8_t		random_bytes[256];
+	uint32_t	x = 12345;
+	size_t		glen;
+	int			clean = 1;
+
+	if (!ok(jpg && png, "fixtures for bad inputs"))
+		return;
+	expect_failure((const uint8_t *) "", 0, TL_E_CORRUPT, "empty image data", "empty input");
+	for (size_t i = 0; i < sizeof(random_bytes); i++)
+		random_bytes[i] = (uint8_t) ((x = x * 1103515245 + 12345) >> 16);
+	expect_failure(random_bytes, sizeof(random_bytes), TL_E_UNSUPPORTED, "unrecognised image data", "random bytes");
+	gif = read_fixture("synth.gif", &glen);
+	expect_failure(gif, glen, TL_E_UNSUPPORTED, "unsupported image format: GIF", "a GIF");
+	free(gif);
+	gif = read_hymenoptera("train/ants/imageNotFound.gif", &glen);
+	if (gif)
+		expect_failure(gif, glen, TL_E_UNSUPPORTED, "unsupported image format: GIF", "hymenoptera's GIF");
+	free(gif);
+
+	/* Truncated at every offset: a clear error each time, never a crash. */
+	for (size_t n = 3; n < len; n++)	/* from the 3-byte magic on */
+	{
+		tl_image	img;
+		tl_error	err;
+		tl_code		rc = tl_image_decode(jpg, n, TL_DEFAULT_MAX_PIXELS, &img, &err);
+
+		if (rc != TL_E_CORRUPT || img.rgb != NULL)
+		{
+			diag("JPEG cut at %zu: %s %s", n, tl_code_name(rc), err.message);
+			clean = 0;
+			tl_image_free(&img);
+		}
+	}
+	ok(clean, "JPEG truncated at each of %zu offsets is corrupt", len - 3);
+	expect_failure(jpg, len / 2, TL_E_CORRUPT, "truncated JPEG data", "JPEG cut in half");
+	clean = 1;
+	for (size_t n = 1; n < plen - 12; n++)	/* up to the IEND chunk */
+	{
+		tl_image	img;
+		tl_error	err;
+		tl_code		rc = tl_image_decode(png, n, TL_DEFAULT_MAX_PIXELS, &img, &err);
+
+		if ((rc != TL_E_CORRUPT && rc != TL_E_UNSUPPORTED) || img.rgb != NULL)
+		{
+			diag("PNG cut at %zu: %s %s", n, tl_code_name(rc), err.message);
+			clean = 0;
+			tl_image_free(&img);
+		}
+	}
+	ok(clean, "PNG truncated at each of %zu offsets fails cleanly", plen - 13);
+
+	/* An over-limit header: 65500 x 65500 in the JPEG's SOF0 (never allocated). */
+	for (size_t i = 2; i + 9 < len; i++)
+		if (jpg[i] == 0xff && jpg[i + 1] == 0xc0)
+		{
+			jpg[i + 5] = 0xff;
+			jpg[i + 6] = 0xdc;
+			jpg[i + 7] = 0xff;
+			jpg[i + 8] = 0xdc;
+			break;
+		}
+	expect_failure(jpg, len, TL_E_LIMIT, "65500x65500 pixels exceeds the limit of 89478485", "65500x65500 JPEG header");
+	free(jpg);
+	free(png);
+}
+
 int
 main(void)
 {
 	test_refs();
 	test_limit();
+	test_bad_inputs();
 	return tap_done();
 }
