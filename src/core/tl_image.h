@@ -136,4 +136,17 @@ tl_code		tl_transform_crop_rgb8(const tl_image *img, tl_crop_box box, int size,
 tl_code		tl_transform_train_rgb8(const tl_image *img, int size, tl_rng *rng,
 									uint8_t *out, tl_error *err);
 
+/*
+ * torchvision.utils.make_grid's layout for n square tiles of size x size RGB8:
+ * min(nrow, n) per row, `padding` pixels around every tile, filled with
+ * pad_rgb.  out is malloc'ed (tl_image_free).
+ */
+tl_code		tl_image_grid(const uint8_t *const *tiles, int n, int size, int nrow,
+						  int padding, const uint8_t pad_rgb[3], tl_image *out,
+						  tl_error *err);
+
+/* Encode RGB8 as a baseline JPEG (quality 1..100); *out is malloc'ed, free() it. */
+tl_code		tl_image_encode_jpeg(const tl_image *img, int quality, uint8_t **out,
+								 size_t *out_len, tl_error *err);
+
 #endif
