@@ -16,6 +16,8 @@
 #   * tl_import_folder over the corpus imports exactly what tl_image_info
 #     accepts and skips the rest; tl_evaluate over it gives a clear error,
 #     and a parallel query of tl_try_predict over it the same answers;
+#   * tl_train over a dataset holding a broken or an over-limit image fails
+#     the run with a message (or refuses it up front);
 # then no backend crashed.  Prints TAP.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +28,7 @@ generator=test/scripts/make_bad_images.py
 if ! /usr/bin/python3 -c 'import PIL, numpy, torchvision' 2>/dev/null; then
 	echo "1..0 # SKIP /usr/bin/python3 lacks PIL/numpy/torchvision to make the corpus"; exit 0
 fi
-echo "1..16"
+echo "1..18"
 
 db=tl_hostile_images
 work=$TL_REPO/build/test-data/hostile-images
@@ -157,6 +159,33 @@ parallel=$(q -d $db -c "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0
 	FROM tl_images WHERE dataset = 'hostile'" 2>&1)
 serial=$(for f in $imported; do r=${got[try:$f]}; echo -n "$f:${r#ok } "; done)
 is "$parallel" "${serial% }" "a parallel query of tl_try_predict over the imported inputs gives the same answers"
+
+# Training reads image bytes too: a dataset of valid corpus images plus one
+# broken (header intact, data truncated) or over-limit image fails its run
+# with a message, or is refused up front; it never takes the server down.
+valid=$(awk -F'\t' '$2 == "ok" && $3 ~ /^ok / { split($3, p, " "); if (p[2] * p[3] <= 1000000) print $1 }' "$corpus/manifest.txt")
+broken=$(grep '^predict ' "$work/results" | grep -v ' ok ' | cut -d' ' -f2 |
+	while read -r f; do [[ ${got[info:$f]} == "ok ("* ]] && echo "$f"; done | head -n 1)
+bomb=$(awk -F'\t' '$2 == "limit" && $1 ~ /bomb/ { print $1 }' "$corpus/manifest.txt" | head -n 1)
+train_outcome() {	# train_outcome NAME EXTRA-FILE: the run's status and error, or the call's error
+	local ds=hostile-train-$1 out
+	q -d $db -c "INSERT INTO tl_images (dataset, split, label, name, img)
+		SELECT '$ds', s.split, CASE WHEN n % 2 = 0 THEN 'ants' ELSE 'bees' END, f, pg_read_binary_file('$corpus/' || f)
+		FROM unnest(string_to_array('$(echo $valid)', ' ')) WITH ORDINALITY AS v(f, n),
+			(VALUES ('train'), ('val')) AS s(split);
+		INSERT INTO tl_images (dataset, split, label, name, img)
+		VALUES ('$ds', 'train', 'ants', '$2', pg_read_binary_file('$corpus/$2'))" >/dev/null 2>&1
+	out=$(q -d $db -c "SET client_min_messages = warning;
+		SELECT tl_train('finetune', '$ds', from_scratch => true, epochs => 1, image_size => 32, base_width => 4,
+			batch_size => 4, seed => 1, wait => true)" 2>&1 | grep -E '^(ERROR|DETAIL)' | tr '\n' ' ')
+	echo "$(q -d $db -c "SELECT string_agg(status, ',') FROM tl_runs WHERE dataset = '$ds'")|$out"
+}
+got_train=$(train_outcome broken "$broken")
+[[ $got_train =~ ^(failed)?\|ERROR:.*(decod|corrupt|truncated) ]]
+ok $? "tl_train over a dataset holding a broken image ($broken): a failed run naming the problem — $(echo "$got_train" | cut -c 1-160)"
+got_train=$(train_outcome bomb "$bomb")
+[[ $got_train =~ ^(failed)?\|ERROR:.*(pixels|limit) ]]
+ok $? "tl_train over a dataset holding an over-limit image ($bomb): refused or failed, naming the limit — $(echo "$got_train" | cut -c 1-160)"
 
 crash_watch_check "after $(( 5 * n_files + 3 )) hostile-image statements"
 
