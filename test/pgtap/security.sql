@@ -17,7 +17,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(47);
+SELECT plan(48);
 
 -- The extension's members, from pg_depend.
 CREATE TEMP VIEW ext_functions AS
@@ -291,7 +291,8 @@ INSERT INTO hostile_calls (what, query, expected) VALUES
 	('tl_run_status', $$SELECT tl_run_status((SELECT pg_catalog.max(id) FROM public.tl_runs))$$, NULL),
 	('tl_plot', $$SELECT pg_catalog.md5(tl_plot((SELECT pg_catalog.max(id) FROM public.tl_runs)))$$, NULL),
 	('tl_progress', $$SELECT pg_catalog.count(*)::text FROM public.tl_progress$$, NULL),
-	('tl_wait', $$SELECT tl_wait(-1, '1 second')$$, NULL);
+	('tl_wait', $$SELECT tl_wait(-1, '1 second')$$, NULL),
+	('tl_preview', $$SELECT pg_catalog.md5(p.jpeg) FROM tl_preview('tap_evil_ds', 'train', 3, 7) p$$, NULL);
 DO $$
 DECLARE
 	c record;

@@ -16,6 +16,7 @@
 #   * tl_import_folder over the corpus imports exactly what tl_image_info
 #     accepts and skips the rest; tl_evaluate over it gives a clear error,
 #     and a parallel query of tl_try_predict over it the same answers;
+#   * tl_preview over its undecodable part a clear error, over the rest a grid;
 #   * tl_train over a dataset holding a broken or an over-limit image fails
 #     the run with a message (or refuses it up front);
 # then no backend crashed.  Prints TAP.
@@ -28,7 +29,7 @@ generator=test/scripts/make_bad_images.py
 if ! /usr/bin/python3 -c 'import PIL, numpy, torchvision' 2>/dev/null; then
 	echo "1..0 # SKIP /usr/bin/python3 lacks PIL/numpy/torchvision to make the corpus"; exit 0
 fi
-echo "1..18"
+echo "1..20"
 
 db=tl_hostile_images
 work=$TL_REPO/build/test-data/hostile-images
@@ -159,6 +160,24 @@ parallel=$(q -d $db -c "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0
 	FROM tl_images WHERE dataset = 'hostile'" 2>&1)
 serial=$(for f in $imported; do r=${got[try:$f]}; echo -n "$f:${r#ok } "; done)
 is "$parallel" "${serial% }" "a parallel query of tl_try_predict over the imported inputs gives the same answers"
+
+# tl_preview decodes the images of a dataset split: over the imported inputs
+# that can't be decoded a clear error, over the decodable ones a JPEG grid
+# with one label per image.
+q -d $db -c "INSERT INTO tl_images (dataset, split, label, name, img)
+	SELECT 'hostile-broken', split, label, name, img FROM tl_images
+	WHERE dataset = 'hostile' AND tl_try_predict(img, 'hostile') IS NULL" >/dev/null
+got_preview=$(q -d $db -c "SELECT tl_image_info(jpeg)::text FROM tl_preview('hostile-broken', 'train',
+	(SELECT least(count(*), 64)::int FROM tl_images WHERE dataset = 'hostile-broken'), 1)" 2>&1 | head -n 1)
+[[ $got_preview =~ ^ERROR:\ \ .*(decod|corrupt|truncat|pixels) ]]
+ok $? "tl_preview over the imported inputs that can't be decoded: a clear error — $(echo "$got_preview" | cut -c 1-120)"
+q -d $db -c "INSERT INTO tl_images (dataset, split, label, name, img)
+	SELECT 'hostile-ok', split, label, name, img FROM tl_images
+	WHERE dataset = 'hostile' AND tl_try_predict(img, 'hostile') IS NOT NULL" >/dev/null
+n_ok=$(q -d $db -c "SELECT count(*) FROM tl_images WHERE dataset = 'hostile-ok'")
+got_preview=$(q -d $db -c "SELECT (tl_image_info(jpeg)).format || ' ' || cardinality(labels)
+	FROM tl_preview('hostile-ok', 'train', least($n_ok, 64), 1)" 2>&1 | head -n 1)
+is "$got_preview" "JPEG $(( n_ok < 64 ? n_ok : 64 ))" "tl_preview over the $n_ok decodable inputs: a JPEG grid with a label per image"
 
 # Training reads image bytes too: a dataset of valid corpus images plus one
 # broken (header intact, data truncated) or over-limit image fails its run
