@@ -658,7 +658,7 @@ model_source(int64 run)
 }
 
 static Jsonb *
-model_metrics(double best_acc, int best_epoch, double val_loss)
+model_metrics(double best_acc, int best_epoch)
 {
 	char	   *s = psprintf("{\"best_val_acc\": %.17g, \"best_epoch\": %d}", best_acc, best_epoch);
 
@@ -697,7 +697,7 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 
 	model_id = tl_store_save(args->model_name, W.best, (const char *const *) d->classes,
 							 d->num_classes, args->image_size, model_source(run),
-							 model_metrics(best_acc, best_epoch, 0));
+							 model_metrics(best_acc, best_epoch));
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = 'succeeded', finished = now(), model_id = $2, "
