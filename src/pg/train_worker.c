@@ -58,7 +58,7 @@ typedef struct worker_state
 	tl_resnet  *net;
 	tl_sgd	   *opt;
 	tl_state_dict *best;
-	tl_image   *images;			/* train images first, then val */
+	tl_image   *images;			/* train images first, then val ("train" < "val") */
 	int			n_images;
 	float	   *x;
 	int32	   *y;
@@ -269,7 +269,7 @@ load_images(const char *dataset, run_data *d, bool by_ids)
 	{
 		appendStringInfo(&q,
 						 "SELECT id, split, label, img FROM %s WHERE dataset = $1 AND split IN ('train', 'val') "
-						 "ORDER BY split COLLATE \"C\" DESC, label COLLATE \"C\", name COLLATE \"C\", id",
+						 "ORDER BY split COLLATE \"C\", label COLLATE \"C\", name COLLATE \"C\", id",
 						 tl_qualified("tl_images"));
 		types[0] = TEXTOID;
 		values[0] = CStringGetTextDatum(dataset);
