@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# bench/e2e.sh - the end-to-end benchmark of issue 8: transfer in PostgreSQL
+# against PyTorch on the same machine, both sides in this one invocation, and
+# a table of ratios (ours / torch, of times; < 1 means we are faster).
+#
+#   bench/e2e.sh [--runs N] [--threads T] [--cache-epochs E] [--no-torch]
+#
+#   --runs N          repetitions of every measurement, medians reported (default 3)
+#   --threads T       compute threads of each side (default 2)
+#   --cache-epochs E  also time a feature_extractor run of E epochs with
+#                     cache_features => true (default 25; 0 skips it)
+#   --no-torch        our side only (no ratios)
+#
+# Measured, interleaved run by run (ours, then torch):
+#   1. one tutorial epoch in finetune mode: SELECT tl_train(..., epochs => 1,
+#      wait => true) against bench/torch_tutorial.py train finetune;
+#   2. the same in feature_extractor mode;
+#   3. SELECT count(tl_predict(img)) over the 153 hymenoptera val images with
+#      0 parallel workers (transfer.blas_threads = T) and with 2 parallel
+#      workers (1 thread each, plans forced and checked with EXPLAIN ANALYZE),
+#      against PyTorch eval at batch 1 incl. JPEG decode and transforms;
+#   4. peak RSS (VmHWM) of the training worker while it runs, and of the
+#      backend that ran the 0-worker prediction, next to PyTorch's peak RSS
+#      for the same job.
+# The base model is a seeded random full-size ResNet-18 (speed does not
+# depend on the values; no pretrained file is needed), the same file on both
+# sides.  The throwaway cluster lives in build/bench-e2e.
+#
+# The machine may be shared: absolute times move with the load, ratios much
+# less, since both sides run in turn in the same invocation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=3
+threads=2
+cache_epochs=25
+use_torch=1
+while [ $# -gt 0 ]; do
+	case $1 in
+		--runs) runs=$2; shift 2 ;;
+		--threads) threads=$2; shift 2 ;;
+		--cache-epochs) cache_epochs=$2; shift 2 ;;
+		--no-torch) use_torch=0; shift ;;
+		*) sed -n '2,30p' "$0" >&2; exit 2 ;;
+	esac
+done
+
+if [ $use_torch = 1 ] && ! /usr/bin/python3 -c 'import torch, torchvision, PIL' 2>/dev/null; then
+	echo "== PyTorch not importable by /usr/bin/python3: installing python3-torch (Debian)" >&2
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+		python3-torch python3-torchvision python3-pil python3-numpy >/dev/null
+fi
+
+. scripts/pgcluster.sh
+[ -d "$TL_HYMENOPTERA/train" ] || { echo "dataset not found: $TL_HYMENOPTERA" >&2; exit 1; }
+tl_build_install >/dev/null
+dir=$TL_REPO/build/bench-e2e
+out=$dir/results.txt
+poll_pid=""
+cleanup() {
+	[ -n "$poll_pid" ] && kill "$poll_pid" 2>/dev/null
+	tl_cluster_stop "$dir"
+}
+trap cleanup EXIT
+tl_cluster_start "$dir" "transfer.train_threads = $threads" 2>/dev/null
+weights=$dir/resnet18_random.safetensors
+/usr/bin/python3 test/scripts/make_predict_fixtures.py full "$weights"
+chmod a+r "$weights"
+
+tl_psql >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION transfer;
+SELECT * FROM tl_import_folder('hymenoptera', '$TL_HYMENOPTERA');
+SELECT tl_import_weights('bench-base', pg_read_binary_file('$weights'), ARRAY['ants', 'bees']);
+SELECT tl_deploy('bench-base');
+SQL
+n_val=$(psql -X -qAt -c "SELECT count(*) FROM tl_images WHERE dataset = 'hymenoptera' AND split = 'val'")
+: >"$out"
+
+record() { echo "$1 $2" >>"$out"; }
+
+# Peak VmHWM (kB) of training workers while they run: polled from /proc,
+# the last value seen before the process exits is its peak.
+start_rss_poll() {
+	local file=$1
+	: >"$file"
+	(
+		while :; do
+			for p in /proc/[0-9]*; do
+				if grep -qs "transfer training worker" "$p/cmdline" 2>/dev/null; then
+					awk '/^VmHWM/ {print $2}' "$p/status" 2>/dev/null >>"$file" || true
+				fi
+			done
+			sleep 0.2
+		done
+	) &
+	poll_pid=$!
+}
+stop_rss_poll() {
+	kill "$poll_pid" 2>/dev/null || true
+	wait "$poll_pid" 2>/dev/null || true
+	poll_pid=""
+	sort -n "$1" | tail -n 1
+}
+
+# Seconds of one tl_train call (the whole job: reading and decoding the
+# images, the epochs, storing the model), plus its phase times and the
+# worker's peak RSS.
+ours_train() {
+	local mode=$1 r=$2 epochs=${3:-1} extra=${4:-} key=${5:-$1} t rss
+	start_rss_poll "$dir/rss.txt"
+	t=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL | awk '/^Time:/ {print $2 / 1000}' | tail -n 1
+SET client_min_messages = warning;
+\timing on
+SELECT tl_train('$mode', 'hymenoptera', epochs => $epochs, base_model => 'bench-base',
+                model_name => 'bench-$key-$r', seed => $r, wait => true$extra);
+SQL
+)
+	rss=$(stop_rss_poll "$dir/rss.txt")
+	record "ours_${key}_s" "$t"
+	record "ours_${key}_rss_mib" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')"
+	psql -X -qAt -F' ' -c "SELECT e.phase, sum(e.seconds) FROM tl_run_epochs e JOIN tl_runs r ON r.id = e.run
+		WHERE r.args->>'model_name' = 'bench-$key-$r' GROUP BY e.phase" |
+		while read -r phase s; do record "ours_${key}_${phase}_s" "$s"; done
+}
+
+torch_train() {
+	local mode=$1 epochs=${2:-1} key=${3:-$1}
+	/usr/bin/python3 bench/torch_tutorial.py train "$mode" "$weights" "$TL_HYMENOPTERA" "$threads" "$epochs" |
+		while read -r k v; do
+			case $k in
+				seconds) record "torch_${key}_s" "$v" ;;
+				train_seconds) record "torch_${key}_train_s" "$v" ;;
+				val_seconds) record "torch_${key}_val_s" "$v" ;;
+				peak_rss_mib) record "torch_${key}_rss_mib" "$v" ;;
+			esac
+		done
+}
+
+# Seconds of the prediction query after a warm-up in the same session (the
+# leader's model cache loaded; parallel workers load the model in every
+# query, which is part of what is measured), and that backend's VmHWM.
+predict_query="SELECT count(tl_predict(img)) FROM tl_images WHERE dataset = 'hymenoptera' AND split = 'val'"
+ours_predict() {
+	local workers=$1 blas=$2 res t rss
+	res=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0; SET parallel_leader_participation = on;
+SET max_parallel_workers_per_gather = $workers;
+SET transfer.blas_threads = $blas;
+SELECT 'pid', pg_backend_pid();
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $predict_query;
+\timing on
+$predict_query;
+SQL
+)
+	if [ "$workers" -gt 0 ] && ! grep -q "Workers Launched: $workers" <<<"$res"; then
+		echo "prediction with $workers workers did not get them:" >&2
+		echo "$res" >&2
+		exit 1
+	fi
+	t=$(awk '/^Time:/ {print $2 / 1000}' <<<"$res" | tail -n 1)
+	record "ours_predict_w${workers}_s" "$t"
+	if [ "$workers" = 0 ]; then
+		# the backend reads its own /proc status (superuser: pg_read_file of any path)
+		rss=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL | tail -n 1
+SET transfer.blas_threads = $blas;
+$predict_query;
+SELECT substring(pg_read_file('/proc/' || pg_backend_pid() || '/status') FROM 'VmHWM:\s*(\d+) kB');
+SQL
+)
+		record "ours_predict_rss_mib" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')"
+	fi
+}
+
+torch_predict() {
+	/usr/bin/python3 bench/torch_tutorial.py eval "$weights" "$TL_HYMENOPTERA" "$threads" |
+		while read -r k v; do
+			case $k in
+				seconds) record "torch_predict_s" "$v" ;;
+				peak_rss_mib) record "torch_predict_rss_mib" "$v" ;;
+			esac
+		done
+}
+
+for r in $(seq 1 "$runs"); do
+	tl_log "run $r of $runs"
+	ours_train finetune "$r"
+	[ $use_torch = 1 ] && torch_train finetune
+	ours_train feature_extractor "$r"
+	[ $use_torch = 1 ] && torch_train feature_extractor
+	ours_predict 0 "$threads"
+	ours_predict 2 1
+	[ $use_torch = 1 ] && torch_predict
+done
+if [ "$cache_epochs" -gt 0 ]; then
+	# once: a many-epoch run is long on the torch side (it is not cached there)
+	tl_log "feature_extractor, $cache_epochs epochs, cache_features => true"
+	ours_train feature_extractor 1 "$cache_epochs" ", cache_features => true" fe_cached
+	ours_train feature_extractor 1 1 ", cache_features => true" fe_cached1
+fi
+
+machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+torch_version=$( [ $use_torch = 1 ] && /usr/bin/python3 -c 'import torch; print(torch.__version__)' || echo none)
+/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" <<'PY'
+import statistics, sys, time
+path, runs, threads, n_val, machine, torch_version, cache_epochs = sys.argv[1:]
+n_val = int(n_val)
+vals = {}
+for line in open(path):
+    k, v = line.split()
+    vals.setdefault(k, []).append(float(v))
+med = {k: statistics.median(v) for k, v in vals.items()}
+print(f"transfer vs PyTorch {torch_version}: {time.strftime('%Y-%m-%d', time.gmtime())}, {machine}")
+print(f"{threads} threads per side, medians of {runs} runs; ratio = ours / torch (time or memory: < 1 is better)")
+rows = [
+    ("finetune epoch, whole job (s)", "finetune_s"),
+    ("  train phase (s)", "finetune_train_s"),
+    ("  val phase (s)", "finetune_val_s"),
+    ("feature_extractor epoch, whole job (s)", "feature_extractor_s"),
+    ("  train phase (s)", "feature_extractor_train_s"),
+    ("  val phase (s)", "feature_extractor_val_s"),
+    (f"predict {n_val} val images, 0 workers (s)", "predict_w0_s", "predict_s"),
+    (f"predict {n_val} val images, 2 workers (s)", "predict_w2_s", "predict_s"),
+    ("peak RSS, finetune training (MiB)", "finetune_rss_mib"),
+    ("peak RSS, feature_extractor training (MiB)", "feature_extractor_rss_mib"),
+    ("peak RSS, backend after prediction (MiB)", "predict_rss_mib"),
+]
+print(f"| {'metric':44s} | {'ours':>9s} | {'torch':>9s} | {'ratio':>6s} |")
+print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|{'-' * 8}|")
+for row in rows:
+    label, ok = row[0], "ours_" + row[1]
+    tk = "torch_" + (row[2] if len(row) > 2 else row[1])
+    o, t = med.get(ok), med.get(tk)
+    os_ = f"{o:9.2f}" if o is not None else f"{'-':>9s}"
+    ts = f"{t:9.2f}" if t is not None else f"{'-':>9s}"
+    rs = f"{o / t:6.2f}" if o is not None and t else f"{'-':>6s}"
+    print(f"| {label:44s} | {os_} | {ts} | {rs} |")
+if "torch_predict_s" in med:
+    print(f"throughput, images/s: torch {n_val / med['torch_predict_s']:.1f}, "
+          f"ours 0 workers {n_val / med['ours_predict_w0_s']:.1f}, "
+          f"2 workers {n_val / med['ours_predict_w2_s']:.1f}")
+if "ours_fe_cached_s" in med:
+    print(f"feature_extractor with cache_features => true: {cache_epochs} epochs "
+          f"{med['ours_fe_cached_s']:.2f} s, 1 epoch {med['ours_fe_cached1_s']:.2f} s "
+          f"(peak RSS {med['ours_fe_cached_rss_mib']:.0f} MiB)")
+PY
