@@ -12,6 +12,7 @@
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
+#include "tl_image.h"
 #include "tl_resnet.h"
 
 /* bgw_type: what pg_stat_activity.backend_type shows for a training worker. */
@@ -133,6 +134,17 @@ extern void tl_ckpt_save(int64 run, int epoch, double best_acc, int best_epoch, 
 extern bool tl_ckpt_load_meta(int64 run, tl_ckpt *c);
 /* A malloc'd state dict (caller frees with tl_sd_free). */
 extern tl_state_dict *tl_ckpt_load_part(int64 run, const char *part);
+
+/*
+ * train_batch.c: per-image work on the compute threads.  Decode data[i]
+ * (len[i] bytes, image ids[i]) into images[idx[i]]; transform images[idx[i]]
+ * into x + i * size^2 * 3, with the train transform drawing from rngs[i], or
+ * the eval transform when rngs is NULL.  Both ereport the first failure.
+ */
+extern void tl_decode_images(tl_image *images, int n, const int *idx, const int64 *ids,
+							 const uint8 *const *data, const size_t *len);
+extern void tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs,
+							   int size, float *x);
 
 /* train_worker.c */
 extern PGDLLEXPORT void tl_train_worker_main(Datum main_arg);

@@ -10,10 +10,12 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #include "pg_error.h"
 #include "train.h"
@@ -105,6 +107,8 @@ exec_or_error(const char *sql, int nargs, Oid *types, Datum *values, const char 
 		elog(ERROR, "checkpoint query failed (%s): %s", SPI_result_code_string(rc), sql);
 }
 
+static void forget_saved(void);
+
 void
 tl_ckpt_begin(int64 run, const int64 *train_ids, int n_train, const int64 *val_ids, int n_val,
 			  const tl_rng *rng)
@@ -113,6 +117,7 @@ tl_ckpt_begin(int64 run, const int64 *train_ids, int n_train, const int64 *val_i
 	Oid			types[4] = {INT8OID, BYTEAOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[4];
 
+	forget_saved();
 	initStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_checkpoints"));
 	values[0] = Int64GetDatum(run);
@@ -128,6 +133,61 @@ tl_ckpt_begin(int64 run, const int64 *train_ids, int n_train, const int64 *val_i
 	exec_or_error(q.data, 4, types, values, NULL, SPI_OK_INSERT);
 }
 
+/*
+ * What this worker last wrote for each part of its run's checkpoint: a hash
+ * of every tensor's key, shape and bytes, so that a save rewrites only the
+ * tensors that changed.  A feature extractor's frozen convolutions (~45 MB
+ * per part) are then written once per run instead of once per epoch.  Only
+ * valid while the transactions that wrote those rows committed: any error
+ * ends the worker, and tl_ckpt_begin forgets everything.
+ */
+#define CKPT_PARTS 3
+static const char *const ckpt_part_names[CKPT_PARTS] = {"model", "best", "momentum"};
+
+typedef struct saved_part
+{
+	int64		run;			/* 0: nothing known */
+	int			n;
+	uint64	   *hashes;			/* per position, in TopMemoryContext */
+} saved_part;
+
+static saved_part saved[CKPT_PARTS];
+
+static saved_part *
+saved_for(const char *part)
+{
+	for (int i = 0; i < CKPT_PARTS; i++)
+		if (strcmp(ckpt_part_names[i], part) == 0)
+			return &saved[i];
+	elog(ERROR, "unknown checkpoint part \"%s\"", part);
+	return NULL;				/* keep compiler quiet */
+}
+
+static void
+forget_saved(void)
+{
+	for (int i = 0; i < CKPT_PARTS; i++)
+	{
+		if (saved[i].hashes)
+			pfree(saved[i].hashes);
+		memset(&saved[i], 0, sizeof(saved[i]));
+	}
+}
+
+static uint64
+tensor_hash(const tl_tensor *t)
+{
+	int64		numel = tl_tensor_numel(t);
+	uint64		h = hash_bytes_extended((const unsigned char *) t->name, strlen(t->name), 0);
+
+	h = hash_bytes_extended((const unsigned char *) t->shape, sizeof(int64_t) * t->ndim, h);
+	/* hash_bytes_extended takes an int length: hash large tensors in slices */
+	for (int64 off = 0; off < numel; off += INT64CONST(1) << 28)
+		h = hash_bytes_extended((const unsigned char *) (t->data + off),
+								(int) (sizeof(float) * Min(numel - off, INT64CONST(1) << 28)), h);
+	return h;
+}
+
 static void
 save_part(int64 run, const char *part, const tl_state_dict *sd)
 {
@@ -135,16 +195,26 @@ save_part(int64 run, const char *part, const tl_state_dict *sd)
 	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, INT8ARRAYOID, BYTEAOID, INT4OID};
 	Datum		values[6];
 	SPIPlanPtr	plan;
+	saved_part *known = saved_for(part);
+	bool		have = known->run == run && known->n == sd->n;
+	uint64	   *hashes = MemoryContextAlloc(TopMemoryContext, sizeof(uint64) * Max(sd->n, 1));
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1 AND part = $2",
-					 tl_qualified("tl_run_checkpoint_tensors"));
 	values[0] = Int64GetDatum(run);
 	values[1] = CStringGetTextDatum(part);
-	exec_or_error(q.data, 2, types, values, NULL, SPI_OK_DELETE);
+	if (!have)
+	{
+		/* unknown rows (first save, or a resumed run): replace the part */
+		appendStringInfo(&q, "DELETE FROM %s WHERE run = $1 AND part = $2",
+						 tl_qualified("tl_run_checkpoint_tensors"));
+		exec_or_error(q.data, 2, types, values, NULL, SPI_OK_DELETE);
+		resetStringInfo(&q);
+	}
 
-	resetStringInfo(&q);
-	appendStringInfo(&q, "INSERT INTO %s (run, part, key, shape, data, position) VALUES ($1, $2, $3, $4, $5, $6)",
+	/* the same keys in the same positions as before: update changed rows in place */
+	appendStringInfo(&q, "INSERT INTO %s (run, part, key, shape, data, position) VALUES ($1, $2, $3, $4, $5, $6) "
+					 "ON CONFLICT (run, part, key) DO UPDATE SET shape = excluded.shape, "
+					 "data = excluded.data, position = excluded.position",
 					 tl_qualified("tl_run_checkpoint_tensors"));
 	plan = SPI_prepare(q.data, 6, types);
 	if (plan == NULL)
@@ -153,9 +223,15 @@ save_part(int64 run, const char *part, const tl_state_dict *sd)
 	{
 		const tl_tensor *t = &sd->tensors[i];
 		int64		numel = tl_tensor_numel(t);
-		bytea	   *data = floats_to_bytea(t->data, numel);
-		ArrayType  *shape = int64_array(t->shape, t->ndim);
+		bytea	   *data;
+		ArrayType  *shape;
 		int			rc;
+
+		hashes[i] = tensor_hash(t);
+		if (have && known->hashes[i] == hashes[i])
+			continue;
+		data = floats_to_bytea(t->data, numel);
+		shape = int64_array(t->shape, t->ndim);
 
 		values[2] = CStringGetTextDatum(t->name);
 		values[3] = PointerGetDatum(shape);
@@ -168,6 +244,11 @@ save_part(int64 run, const char *part, const tl_state_dict *sd)
 		pfree(shape);
 	}
 	SPI_freeplan(plan);
+	if (known->hashes)
+		pfree(known->hashes);
+	known->run = run;
+	known->n = sd->n;
+	known->hashes = hashes;
 }
 
 void

@@ -219,18 +219,6 @@ typedef struct run_data
 	int			n_val;
 } run_data;
 
-static void
-decode_into(int idx, int64 id, bytea *img)
-{
-	tl_error	err;
-
-	if (tl_image_decode((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
-						tl_guc_max_image_pixels, &W.images[idx], &err) != TL_OK)
-		ereport(ERROR,
-				(errcode(tl_pg_sqlstate(err.code)),
-				 errmsg("could not decode image %lld: %s", (long long) id, err.message)));
-}
-
 /*
  * Fetch and decode images.  by_ids: the given ids in their order (resume);
  * otherwise the dataset's train then val images in ImageFolder order.
@@ -286,9 +274,20 @@ load_images(const char *dataset, run_data *d, bool by_ids)
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
 	for (;;)
 	{
+		/* each chunk's images are decoded together, on the compute threads */
+		int		   *chunk_idx;
+		int64	   *chunk_id;
+		const uint8 **chunk_data;
+		size_t	   *chunk_len;
+		int			m = 0;
+
 		SPI_cursor_fetch(portal, true, 32);
 		if (SPI_processed == 0)
 			break;
+		chunk_idx = MemoryContextAlloc(tmp, sizeof(int) * SPI_processed);
+		chunk_id = MemoryContextAlloc(tmp, sizeof(int64) * SPI_processed);
+		chunk_data = MemoryContextAlloc(tmp, sizeof(uint8 *) * SPI_processed);
+		chunk_len = MemoryContextAlloc(tmp, sizeof(size_t) * SPI_processed);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -343,9 +342,18 @@ load_images(const char *dataset, run_data *d, bool by_ids)
 				W.n_images = n;
 			}
 			old = MemoryContextSwitchTo(tmp);
-			decode_into(idx, id, DatumGetByteaPP(SPI_getbinval(tup, desc, 4, &isnull)));
+			{
+				bytea	   *img = DatumGetByteaPP(SPI_getbinval(tup, desc, 4, &isnull));
+
+				chunk_idx[m] = idx;
+				chunk_id[m] = id;
+				chunk_data[m] = (const uint8 *) VARDATA_ANY(img);
+				chunk_len[m] = VARSIZE_ANY_EXHDR(img);
+				m++;
+			}
 			MemoryContextSwitchTo(old);
 		}
+		tl_decode_images(W.images, m, chunk_idx, chunk_id, chunk_data, chunk_len);
 		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(tmp);
 		CHECK_FOR_INTERRUPTS();
@@ -550,13 +558,6 @@ check(tl_code rc, const tl_error *err, const char *what)
 		tl_pg_raise(err, what);
 }
 
-/* The tutorial's eval transform: Resize(size * 256/224) then CenterCrop(size). */
-static int
-eval_resize(int image_size)
-{
-	return (image_size * 256 + 112) / 224;
-}
-
 typedef struct phase_result
 {
 	double		loss;
@@ -571,11 +572,12 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 	int			first = train ? 0 : d->n_train;
 	int			bs = args->batch_size;
 	int			S = args->image_size;
-	size_t		per = (size_t) S * S * 3;
 	double		running_loss = 0;
 	int64		corrects = 0;
 	TimestampTz start = GetCurrentTimestamp();
 	phase_result r;
+	int		   *batch_idx = palloc(sizeof(int) * bs);
+	tl_rng	   *batch_rng = palloc(sizeof(tl_rng) * bs);
 
 	p->phase = train ? "train" : "val";
 	p->batches = (n + bs - 1) / bs;
@@ -599,16 +601,13 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 		CHECK_FOR_INTERRUPTS();
 		for (int j = 0; j < k; j++)
 		{
-			int			idx = first + (train ? order[b * bs + j] : b * bs + j);
-
+			batch_idx[j] = first + (train ? order[b * bs + j] : b * bs + j);
+			/* one draw per image seeds its own stream: thread-count independent */
 			if (train)
-				check(tl_transform_train(&W.images[idx], S, rng, W.x + j * per, &err), &err,
-					  "train transform");
-			else
-				check(tl_transform_eval(&W.images[idx], eval_resize(S), S, W.x + j * per, &err), &err,
-					  "eval transform");
-			W.y[j] = d->labels[idx];
+				tl_rng_seed(&batch_rng[j], tl_rng_next(rng));
+			W.y[j] = d->labels[batch_idx[j]];
 		}
+		tl_transform_batch(W.images, batch_idx, k, train ? batch_rng : NULL, S, W.x);
 		memset(&res, 0, sizeof(res));
 		if (train)
 			check(tl_resnet_train_step(W.net, W.opt, W.x, W.y, k, &res, &err), &err, "train step");
@@ -635,6 +634,8 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 	}
 	r.loss = running_loss / n;
 	r.acc = (double) corrects / n;
+	pfree(batch_idx);
+	pfree(batch_rng);
 	return r;
 }
 
