@@ -751,6 +751,14 @@ tl_train(PG_FUNCTION_ARGS)
 	args.image_size = PG_GETARG_INT32(12);
 	wait = PG_GETARG_BOOL(13);
 	args.threads = tl_guc_train_threads;
+	/* cache_features (train_features.c) */
+	ARG_NOT_NULL(15, "cache_features");
+	args.cache_features = PG_GETARG_BOOL(15);
+	if (args.cache_features && args.mode != TL_MODE_FEATURE_EXTRACTOR)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cache_features => true needs mode \"feature_extractor\""),
+				 errhint("Only a frozen backbone's features can be computed once for the whole run.")));
 
 	check_positive_int(args.epochs, "epochs");
 	check_positive_int(args.batch_size, "batch_size");

@@ -79,6 +79,7 @@ typedef struct tl_run_args
 	int			base_width;
 	int			threads;
 	int			num_classes;
+	bool		cache_features; /* feature_extractor on cached features (train_features.c) */
 } tl_run_args;
 
 /* train_data.c: one dataset as a run sees it. */
@@ -145,6 +146,29 @@ extern void tl_decode_images(tl_image *images, int n, const int *idx, const int6
 							 const uint8 *const *data, const size_t *len);
 extern void tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs,
 							   int size, float *x);
+
+/* train_features.c: feature_extractor runs with cache_features => true */
+typedef struct tl_feature_cache tl_feature_cache;
+typedef void (*tl_features_progress_fn) (void *arg, int done, int total);
+
+/*
+ * Backbone features of images[0..n) (eval transform at image_size, eval-mode
+ * forward in batches of `batch` through x, a batch * image_size^2 * 3 input
+ * buffer).  ereports on errors; the result is freed with tl_features_free.
+ */
+extern tl_feature_cache *tl_features_compute(tl_resnet *net, const tl_image *images, int n,
+											 int image_size, int batch, float *x,
+											 tl_features_progress_fn progress, void *progress_arg);
+/*
+ * One phase over cached images [first, first + n): train shuffles with rng
+ * into order (n entries) and takes an SGD step on fc per batch; val only
+ * evaluates.  Loss and accuracy as run_phase computes them.
+ */
+extern void tl_features_phase(tl_feature_cache *fc, tl_resnet *net, tl_sgd *opt, bool train,
+							  int first, int n, const int32 *labels, int batch, double lr,
+							  double momentum, tl_rng *rng, int32 *order, int epoch,
+							  double *loss_out, double *acc_out);
+extern void tl_features_free(tl_feature_cache *fc);
 
 /* train_worker.c */
 extern PGDLLEXPORT void tl_train_worker_main(Datum main_arg);

@@ -260,6 +260,8 @@ tl_run_args_json(const tl_run_args *args, const tl_dataset_info *classes)
 					 "\"threads\": %d, \"num_classes\": %d",
 					 args->seed, args->image_size, args->base_width, args->threads,
 					 args->num_classes);
+	if (args->cache_features)
+		appendStringInfoString(&s, ", \"cache_features\": true");
 	if (classes)
 	{
 		appendStringInfoString(&s, ", \"classes\": [");
@@ -306,6 +308,8 @@ check_recorded_args(int64 run, const tl_run_args *args)
 		bad = "base_width";
 	else if (args->num_classes < 2)
 		bad = "num_classes";
+	else if (args->cache_features && args->mode != TL_MODE_FEATURE_EXTRACTOR)
+		bad = "cache_features";
 	if (bad)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -356,7 +360,8 @@ tl_run_args_load(int64 run, tl_run_args *args)
 					 "coalesce((args->>'base_model_id')::int8, 0), args->>'model_name', "
 					 "(args->>'seed')::int8, (args->>'image_size')::int4, "
 					 "(args->>'base_width')::int4, (args->>'threads')::int4, "
-					 "(args->>'num_classes')::int4 "
+					 "(args->>'num_classes')::int4, "
+					 "coalesce((args->>'cache_features')::bool, false) "
 					 "FROM %s WHERE id = $1", tl_qualified("tl_runs"));
 	if (SPI_execute_with_args(q.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read run " INT64_FORMAT, run);
@@ -401,6 +406,7 @@ tl_run_args_load(int64 run, tl_run_args *args)
 		args->base_width = INT_COL(15);
 		args->threads = INT_COL(16);
 		args->num_classes = INT_COL(17);
+		args->cache_features = DatumGetBool(SPI_getbinval(tup, desc, 18, &isnull));
 	}
 #undef INT_COL
 #undef F8_COL

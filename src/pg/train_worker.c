@@ -62,6 +62,7 @@ typedef struct worker_state
 	int			n_images;
 	float	   *x;
 	int32	   *y;
+	tl_feature_cache *features; /* cache_features => true (train_features.c) */
 } worker_state;
 
 static worker_state W;
@@ -78,6 +79,7 @@ free_state(void)
 	tl_sd_free(W.best);
 	free(W.x);
 	free(W.y);
+	tl_features_free(W.features);
 	memset(&W, 0, sizeof(W));
 }
 
@@ -639,6 +641,34 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 	return r;
 }
 
+/* cache_features => true: every image's features once, then the images are freed. */
+static void
+features_progress(void *arg, int done, int total)
+{
+	progress   *p = arg;
+
+	p->batch = done;
+	p->batches = total;
+	report_progress(p, false);
+}
+
+static void
+compute_features(const tl_run_args *args, const run_data *d, int64 run)
+{
+	progress	p;
+
+	memset(&p, 0, sizeof(p));
+	p.run = run;
+	p.epochs = args->epochs;
+	p.phase = "features";
+	report_progress(&p, true);
+	W.features = tl_features_compute(W.net, W.images, d->n_train + d->n_val, args->image_size,
+									 args->batch_size, W.x, features_progress, &p);
+	for (int i = 0; i < W.n_images; i++)
+		tl_image_free(&W.images[i]);
+	W.n_images = 0;
+}
+
 static Jsonb *
 model_source(int64 run)
 {
@@ -922,6 +952,8 @@ train_run(int64 run, const tl_launch_extra *extra)
 	if (W.x == NULL || W.y == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	order = MemoryContextAlloc(run_cxt, sizeof(int32) * Max(d.n_train, 1));
+	if (args.cache_features)
+		compute_features(&args, &d, run);
 
 	memset(&p, 0, sizeof(p));
 	p.run = run;
@@ -948,14 +980,24 @@ train_run(int64 run, const tl_launch_extra *extra)
 		tl_sgd_set_lr(W.opt, lr);
 
 		t0 = epoch_start = GetCurrentTimestamp();
-		tr = run_phase(&p, &args, &d, true, &rng, order);
+		if (W.features)
+			tl_features_phase(W.features, W.net, W.opt, true, 0, d.n_train, d.labels,
+							  args.batch_size, lr, args.momentum, &rng, order, epoch,
+							  &tr.loss, &tr.acc);
+		else
+			tr = run_phase(&p, &args, &d, true, &rng, order);
 		begin_tx(false);
 		insert_epoch_row(run, epoch, "train", tr.loss, tr.acc, lr,
 						 (double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC);
 		end_tx();
 
 		t0 = GetCurrentTimestamp();
-		va = run_phase(&p, &args, &d, false, &rng, order);
+		if (W.features)
+			tl_features_phase(W.features, W.net, W.opt, false, d.n_train, d.n_val, d.labels,
+							  args.batch_size, lr, args.momentum, &rng, order, epoch,
+							  &va.loss, &va.acc);
+		else
+			va = run_phase(&p, &args, &d, false, &rng, order);
 		if (va.acc > best_acc)
 		{
 			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);

@@ -135,12 +135,13 @@ CREATE FUNCTION @extschema@.tl_train(
 	seed bigint DEFAULT NULL,
 	image_size integer DEFAULT 224,
 	wait boolean DEFAULT false,
-	base_width integer DEFAULT NULL)
+	base_width integer DEFAULT NULL,
+	cache_features boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'tl_train';
-COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer)
+COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean)
 	IS 'Start a training run in a background worker; returns the run id.';
 
 CREATE FUNCTION @extschema@.tl_wait(run bigint, timeout interval DEFAULT NULL)

@@ -19,7 +19,7 @@ SELECT has_table('tl_run_checkpoint_tensors');
 SELECT has_view('tl_progress');
 SELECT has_function('tl_train', ARRAY['text', 'text', 'integer', 'integer', 'double precision',
 	'double precision', 'integer', 'double precision', 'text', 'boolean', 'text', 'bigint', 'integer',
-	'boolean', 'integer']);
+	'boolean', 'integer', 'boolean']);
 SELECT function_returns('tl_train', 'bigint');
 SELECT function_returns('tl_wait', ARRAY['bigint', 'interval'], 'text');
 SELECT function_returns('tl_cancel', ARRAY['bigint'], 'boolean');
