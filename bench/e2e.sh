@@ -185,6 +185,7 @@ torch_predict() {
 		done
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq 1 "$runs"); do
 	tl_log "run $r of $runs"
 	ours_train finetune "$r"
@@ -202,11 +203,12 @@ if [ "$cache_epochs" -gt 0 ]; then
 	ours_train feature_extractor 1 1 ", cache_features => true" fe_cached1
 fi
 
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 torch_version=$( [ $use_torch = 1 ] && /usr/bin/python3 -c 'import torch; print(torch.__version__)' || echo none)
-/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" <<'PY'
+/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" "$load_before" "$load_after" <<'PY'
 import statistics, sys, time
-path, runs, threads, n_val, machine, torch_version, cache_epochs = sys.argv[1:]
+path, runs, threads, n_val, machine, torch_version, cache_epochs, load_before, load_after = sys.argv[1:]
 n_val = int(n_val)
 vals = {}
 for line in open(path):
@@ -215,6 +217,7 @@ for line in open(path):
 med = {k: statistics.median(v) for k, v in vals.items()}
 print(f"transfer vs PyTorch {torch_version}: {time.strftime('%Y-%m-%d', time.gmtime())}, {machine}")
 print(f"{threads} threads per side, medians of {runs} runs; ratio = ours / torch (time or memory: < 1 is better)")
+print(f"load average (1/5/15 min) before: {load_before}, after: {load_after}")
 rows = [
     ("finetune epoch, whole job (s)", "finetune_s"),
     ("  train phase (s)", "finetune_train_s"),
