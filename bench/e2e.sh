@@ -60,8 +60,8 @@ dir=$TL_REPO/build/bench-e2e
 out=$dir/results.txt
 poll_pid=""
 cleanup() {
-	[ -n "$poll_pid" ] && kill "$poll_pid" 2>/dev/null
-	tl_cluster_stop "$dir"
+	if [ -n "$poll_pid" ]; then kill "$poll_pid" 2>/dev/null || true; fi
+	tl_cluster_stop "$dir" || true
 }
 trap cleanup EXIT
 tl_cluster_start "$dir" "transfer.train_threads = $threads" 2>/dev/null
