@@ -516,6 +516,9 @@ jparse_value(jparser *jp, jvalue **out, int depth)
 static const jvalue *
 jget(const jvalue *obj, const char *key)
 {
+	/* Callers may hand any value (a tensor entry can be an array); only objects have keys. */
+	if (obj->type != J_OBJECT)
+		return NULL;
 	for (int i = 0; i < obj->n; i++)
 		if (strcmp(obj->keys[i], key) == 0)
 			return obj->items[i];

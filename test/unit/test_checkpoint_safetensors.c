@@ -149,6 +149,9 @@ test_header_errors(void)
 	expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}  ", 8, TL_OK, NULL,
 				 "trailing spaces (padding)");
 	expect_error("[]", 0, TL_E_CORRUPT, NULL, "array header");
+	/* Entries that are not objects must be refused before any member lookup. */
+	expect_error("{\"a\":[1,2,3]}", 0, TL_E_CORRUPT, "not an object", "array entry");
+	expect_error("{\"a\":\"F32\"}", 0, TL_E_CORRUPT, "not an object", "string entry");
 	expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}x", 8, TL_E_CORRUPT,
 				 "trailing", "trailing garbage");
 	expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],}}", 8, TL_E_CORRUPT, NULL,
