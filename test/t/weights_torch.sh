@@ -30,7 +30,7 @@ is() {				# is GOT EXPECTED DESCRIPTION
 db=tl_weights_torch
 q() { tl_psql -X -At -d $db "$@"; }
 
-echo "1..15"
+echo "1..17"
 work=$TL_REPO/build/test-data/weights-torch
 rm -rf "$work" && mkdir -p "$work"
 $PY test/scripts/make_checkpoints.py full "$work" >/dev/null && chmod -R a+rX "$work"
@@ -72,14 +72,19 @@ export_to r18-2 pth "$work/r18-2.export.pth" &&
 ok $? "2-class model: resnet18(num_classes=2) loads the export strictly, bits equal"
 
 # Logits: torch on the original file, the engine on what tl_export gave back.
-mkdir -p "$work/logits" && cp "$work/r18-2.export.pth" "$work/logits/model.pth" &&
-	$PY test/scripts/check_weights_export.py batch "$work/resnet18_2cls.pth" 2 "$work/logits"
-ok $? "torch logits of a seeded 3 x 224 x 224 batch"
-make -s build/unit/test_checkpoint_logits >/dev/null &&
-	TL_LOGITS_DIR="$work/logits" TL_LOGITS_MODEL=model.pth build/unit/test_checkpoint_logits >"$work/logits/tap" 2>&1
-status=$?
-sed 's/^/# /' "$work/logits/tap"
-ok $status "engine logits from the exported .pth equal torch's"
+make -s build/unit/test_checkpoint_logits >/dev/null
+logits() {			# logits ORIGINAL CLASSES EXPORT
+	local dir=$work/logits-$2 ext=${3##*.}
+	mkdir -p "$dir" && cp "$3" "$dir/model.$ext" &&
+		$PY test/scripts/check_weights_export.py batch "$1" "$2" "$dir"
+	ok $? "torch logits of $(basename "$1") on a seeded 3 x 224 x 224 batch"
+	TL_LOGITS_DIR="$dir" TL_LOGITS_MODEL=model.$ext build/unit/test_checkpoint_logits >"$dir/tap" 2>&1
+	local status=$?
+	sed 's/^/# /' "$dir/tap"
+	ok $status "engine logits from the exported .$ext equal torch's ($2 classes)"
+}
+logits "$work/resnet18_2cls.pth" 2 "$work/r18-2.export.pth"
+logits "$work/resnet18.pth" 1000 "$work/r18-legacy.export.safetensors"
 
 dropdb $db
 ok $? "dropped $db"
