@@ -68,8 +68,8 @@ tl_run_lock_tag(int64 run, uint32 *key1, uint32 *key2)
 int
 tl_run_worker_pid(int64 run)
 {
-	Oid			argtypes[3] = {OIDOID, OIDOID, OIDOID};
-	Datum		values[3];
+	Oid			argtypes[4] = {OIDOID, OIDOID, OIDOID, INT2OID};
+	Datum		values[4];
 	uint32		k1,
 				k2;
 	int			pid = 0;
@@ -78,10 +78,13 @@ tl_run_worker_pid(int64 run)
 	values[0] = ObjectIdGetDatum(MyDatabaseId);
 	values[1] = ObjectIdGetDatum((Oid) k1);
 	values[2] = ObjectIdGetDatum((Oid) k2);
+	values[3] = Int16GetDatum(TL_RUN_LOCK_SUBID);
 	if (SPI_execute_with_args("SELECT pid FROM pg_catalog.pg_locks "
-							  "WHERE locktype = 'advisory' AND database = $1 AND classid = $2 "
-							  "AND objid = $3 AND objsubid = 2 AND granted LIMIT 1",
-							  3, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+							  "WHERE locktype OPERATOR(pg_catalog.=) 'advisory' "
+							  "AND database OPERATOR(pg_catalog.=) $1 AND classid OPERATOR(pg_catalog.=) $2 "
+							  "AND objid OPERATOR(pg_catalog.=) $3 AND objsubid OPERATOR(pg_catalog.=) $4 "
+							  "AND granted LIMIT 1",
+							  4, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pg_locks");
 	if (SPI_processed == 1)
 	{

@@ -26,10 +26,13 @@
  * Advisory lock held (session level) by the worker of a run for its whole
  * life: "the run has a live worker" is "someone holds this lock", which a
  * crash, kill -9 or restart releases.  Key: (TL_RUN_LOCK_CLASS ^ high bits
- * of the run id, low bits), objsubid 2, so it shows in pg_locks as
- * classid / objid and cannot collide with pg_advisory_lock(bigint).
+ * of the run id, low bits) with objsubid TL_RUN_LOCK_SUBID.  SQL's
+ * pg_advisory_lock functions only use objsubid 1 (bigint key) and 2 (two
+ * int4 keys), so no role can take or hold a run's lock from SQL; it still
+ * shows in pg_locks as classid / objid / objsubid 3.
  */
 #define TL_RUN_LOCK_CLASS 0x746c7472	/* "tltr" */
+#define TL_RUN_LOCK_SUBID 3
 
 /* What the launcher passes in bgw_extra. */
 typedef enum tl_launch_kind

@@ -130,7 +130,7 @@ take_run_lock(int64 run)
 				k2;
 
 	tl_run_lock_tag(run, &k1, &k2);
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, k1, k2, 2);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, k1, k2, TL_RUN_LOCK_SUBID);
 	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 

@@ -115,7 +115,7 @@ for i in $(seq 100); do
 	[ "$(f -c "SELECT count(*) FROM tl_run_checkpoints WHERE run = ${long:-0} AND epoch >= 0")" = 1 ] && break
 	sleep 0.2
 done
-q -d $db -c "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = ${long:-0} AND objsubid = 2" >/dev/null
+q -d $db -c "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = ${long:-0} AND objsubid = 3" >/dev/null
 for i in $(seq 50); do
 	[ "$(f -c "SELECT tl_run_status(${long:-0})")" = interrupted ] && break
 	sleep 0.2

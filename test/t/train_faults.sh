@@ -48,7 +48,7 @@ server_up() {
 	return 1
 }
 
-echo "1..33"
+echo "1..34"
 
 dropdb --if-exists "$db" >/dev/null 2>&1
 createdb "$db" && q -c 'CREATE EXTENSION transfer' \
@@ -93,6 +93,9 @@ wait_for "SELECT status = 'running' AND epochs = 12 AND epoch BETWEEN 1 AND 11 A
 			FROM tl_progress WHERE run = $run" 20
 ok $? "tl_progress shows epoch, phase, batch of batches, elapsed and ETA"
 resets=$(grep -c "all server processes terminated; reinitializing" "$TL_CLUSTER/server.log")
+# The run's lock is out of SQL's reach: the same two-int key from SQL is another lock.
+is "$(q -c "SELECT pg_try_advisory_lock(1953264754, $run::int4) AND pg_advisory_unlock(1953264754, $run::int4)")" t \
+	"pg_advisory_lock with the run's key neither blocks on nor takes the worker's lock"
 kill -9 "$pid"
 for ((i = 0; i < 300; i++)); do
 	[ "$(grep -c "all server processes terminated; reinitializing" "$TL_CLUSTER/server.log")" -gt "$resets" ] && break
