@@ -6,33 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "file_util.h"
+
 #define FIXTURES "test/fixtures/image/"
 
-/* Whole file into a malloc'ed buffer (NULL if unreadable); *len set. */
-static inline uint8_t *
-read_file(const char *path, size_t *len)
-{
-	FILE	   *f = fopen(path, "rb");
-	uint8_t    *buf = NULL;
-	long		n;
-
-	*len = 0;
-	if (f == NULL)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
-	{
-		buf = malloc(n > 0 ? (size_t) n : 1);
-		if (buf && fread(buf, 1, (size_t) n, f) != (size_t) n)
-		{
-			free(buf);
-			buf = NULL;
-		}
-		else
-			*len = (size_t) n;
-	}
-	fclose(f);
-	return buf;
-}
 
 static inline uint8_t *
 read_fixture(const char *name, size_t *len)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file_util.h"
 #include "tap.h"
 #include "tl_checkpoint.h"
 #include "tl_resnet.h"
@@ -24,30 +25,6 @@
  * logit scale through 18 layers.
  */
 #define REL_TOL 1e-4
-
-static uint8_t *
-slurp(const char *path, size_t *len)
-{
-	FILE	   *fp = fopen(path, "rb");
-	uint8_t    *buf;
-	long		n;
-
-	*len = 0;
-	if (!fp)
-		return NULL;
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	buf = malloc(n > 0 ? (size_t) n : 1);
-	if (n > 0 && fread(buf, 1, (size_t) n, fp) != (size_t) n)
-	{
-		free(buf);
-		buf = NULL;
-	}
-	fclose(fp);
-	*len = (size_t) n;
-	return buf;
-}
 
 int
 main(void)
@@ -77,11 +54,11 @@ main(void)
 		return 0;
 	}
 	snprintf(path, sizeof path, "%s/%s", dir, model);
-	file = slurp(path, &flen);
+	file = read_file(path, &flen);
 	snprintf(path, sizeof path, "%s/batch.f32", dir);
-	batch = slurp(path, &blen);
+	batch = read_file(path, &blen);
 	snprintf(path, sizeof path, "%s/logits.f32", dir);
-	want_bytes = slurp(path, &wlen);
+	want_bytes = read_file(path, &wlen);
 	if (!ok(file && batch && want_bytes && blen >= 12, "%s, batch and torch logits readable", model))
 		return tap_done();
 	memcpy(dims, batch, sizeof dims);

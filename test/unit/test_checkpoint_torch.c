@@ -9,41 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file_util.h"
 #include "tap.h"
 #include "tl_checkpoint.h"
 
 #define FIXTURES "test/fixtures/checkpoint/"
 
-static uint8_t *
-slurp(const char *path, size_t *len)
-{
-	FILE	   *fp = fopen(path, "rb");
-	uint8_t    *buf;
-	long		n;
-
-	*len = 0;
-	if (!fp)
-		return NULL;
-	fseek(fp, 0, SEEK_END);
-	n = ftell(fp);
-	fseek(fp, 0, SEEK_SET);
-	buf = malloc(n > 0 ? (size_t) n : 1);
-	if (n > 0 && fread(buf, 1, (size_t) n, fp) != (size_t) n)
-	{
-		free(buf);
-		fclose(fp);
-		return NULL;
-	}
-	fclose(fp);
-	*len = (size_t) n;
-	return buf;
-}
-
 static tl_state_dict *
-read_file(const char *path, tl_ckpt_format *fmt, tl_error *err)
+read_checkpoint(const char *path, tl_ckpt_format *fmt, tl_error *err)
 {
 	size_t		len;
-	uint8_t    *buf = slurp(path, &len);
+	uint8_t    *buf = read_file(path, &len);
 	tl_state_dict *sd = NULL;
 
 	if (!buf)
@@ -94,10 +70,10 @@ test_fixture(const char *name, tl_ckpt_format want_fmt)
 
 	snprintf(path, sizeof path, FIXTURES "%s.pth", name);
 	snprintf(exp_path, sizeof exp_path, FIXTURES "%s.expected.safetensors", name);
-	got = read_file(path, &fmt, &err);
+	got = read_checkpoint(path, &fmt, &err);
 	ok(got != NULL, "%s reads: %s", name, got ? "ok" : err.message);
 	is_int(fmt, want_fmt, "%s detected as %s", name, tl_ckpt_format_name(want_fmt));
-	want = read_file(exp_path, NULL, &err);
+	want = read_checkpoint(exp_path, NULL, &err);
 	ok(want != NULL, "%s expectation reads", name);
 	if (got && want)
 		ok(same_dicts(got, want, name), "%s: every tensor equals torch's fp32 values bit for bit "
@@ -118,7 +94,7 @@ test_damage(const char *name)
 	tl_error	err;
 
 	snprintf(path, sizeof path, FIXTURES "%s", name);
-	buf = slurp(path, &len);
+	buf = read_file(path, &len);
 	if (!ok(buf != NULL, "%s present", name))
 		return;
 	for (size_t cut = 0; cut < len; cut++)
@@ -197,7 +173,7 @@ test_bad_corpus(void)
 					rc;
 
 		snprintf(path, sizeof path, FIXTURES "bad/%s", names[i]);
-		buf = slurp(path, &len);
+		buf = read_file(path, &len);
 		rc = tl_checkpoint_read(buf ? buf : (uint8_t *) "", len, NULL, &sd, NULL, &err);
 		if (!is_int(rc, want, "%s refused as %s", names[i], tl_code_name(want)))
 			diag("message: %s", err.message);
@@ -219,7 +195,7 @@ static void
 test_zip_writer(void)
 {
 	tl_error	err;
-	tl_state_dict *sd = read_file(FIXTURES "views.expected.safetensors", NULL, &err),
+	tl_state_dict *sd = read_checkpoint(FIXTURES "views.expected.safetensors", NULL, &err),
 			   *back = NULL;
 	uint8_t    *zip = NULL;
 	size_t		len = 0;
@@ -246,7 +222,7 @@ static void
 test_limits(void)
 {
 	size_t		len;
-	uint8_t    *buf = slurp(FIXTURES "views.pth", &len);
+	uint8_t    *buf = read_file(FIXTURES "views.pth", &len);
 	tl_ckpt_limits lim = tl_ckpt_default_limits;
 	tl_state_dict *sd = NULL;
 	tl_error	err;

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file_util.h"
 #include "tap.h"
 #include "tl_checkpoint.h"
 #include "tl_resnet.h"
@@ -50,29 +51,6 @@ static const char *const default_cases[] = {
 	"test/fixtures/engine/finetune_w8.safetensors",
 	"test/fixtures/engine/feature_w8.safetensors",
 };
-
-static uint8_t *
-read_file(const char *path, size_t *len)
-{
-	FILE	   *f = fopen(path, "rb");
-	uint8_t    *buf = NULL;
-	long		n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0)
-	{
-		buf = malloc((size_t) n);
-		if (buf && fread(buf, 1, (size_t) n, f) != (size_t) n)
-		{
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t) n;
-	}
-	fclose(f);
-	return buf;
-}
 
 /* max|a - b| / max|b| (b is the reference); 0/0 counts as 0 */
 static double
