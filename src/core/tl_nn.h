@@ -97,6 +97,30 @@ void		tl_conv_backward(float *dx, float *dw, const float *dy, const float *x,
 							 const tl_conv_shape *s, bool accumulate);
 
 void		tl_im2col(const float *x, float *cols, const tl_conv_shape *s);
+
+/*
+ * ---- 3x3 stride-1 pad-1 convolution as Winograd F(2x2, 3x3) (tl_nn_winograd.c) ----
+ * The same results as tl_conv_forward/backward up to rounding, with 2.25x
+ * fewer GEMM FLOPs.  Weights are transformed once per weight update:
+ * u holds 16 * c * oc floats.  Workspace floats: tl_winograd_workspace
+ * (backward = true for tl_winograd_backward); wtmp/wacc (floats/doubles) as
+ * tl_winograd_wgrad_workspace(s, parts) says (0: none needed).
+ */
+bool		tl_winograd_applies(const tl_conv_shape *s);
+int64_t		tl_winograd_tiles(const tl_conv_shape *s);
+int64_t		tl_winograd_workspace(const tl_conv_shape *s, bool backward);
+int64_t		tl_winograd_wgrad_workspace(const tl_conv_shape *s, int parts);
+/* u [16][c][oc] from w (oc, c, 3, 3), PyTorch's layout. */
+void		tl_winograd_weights(float *u, const float *w, int oc, int c);
+void		tl_winograd_forward(float *y, const float *x, const float *u, float *ws,
+								const tl_conv_shape *s);
+/*
+ * dw (oc, c, 3, 3) in PyTorch's layout, overwritten (skipped if NULL); dx
+ * written or accumulated like tl_conv_backward (skipped if NULL).
+ */
+void		tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x,
+								 const float *u, float *ws, float *wtmp, double *wacc, int parts,
+								 const tl_conv_shape *s, bool accumulate);
 void		tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accumulate);
 
 /* ---- BatchNorm2d (tl_nn_batchnorm.c), over P rows of C channels ---- */

@@ -145,21 +145,27 @@ im2col_range(const float *x, float *cols, const tl_conv_shape *s, int64_t p0, in
 					ow = (int) (p % s->ow);
 		float	   *row = cols + p * K;
 
+		const int	iw0 = ow * s->stride - s->pad;
+		/* kernel columns [kw0, kw1) fall inside the image: one contiguous run */
+		const int	kw0 = iw0 < 0 ? -iw0 : 0;
+		const int	kw1 = s->w - iw0 < k ? s->w - iw0 : k;
+
 		for (int kh = 0; kh < k; kh++)
 		{
 			int			ih = oh * s->stride - s->pad + kh;
+			float	   *d = row + (int64_t) kh * k * C;
 
-			for (int kw = 0; kw < k; kw++)
+			if (ih < 0 || ih >= s->h || kw1 <= kw0)
 			{
-				int			iw = ow * s->stride - s->pad + kw;
-				float	   *d = row + (int64_t) (kh * k + kw) * C;
-
-				if (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w)
-					memset(d, 0, (size_t) C * sizeof(float));
-				else
-					memcpy(d, x + (((int64_t) n * s->h + ih) * s->w + iw) * C,
-						   (size_t) C * sizeof(float));
+				memset(d, 0, (size_t) k * C * sizeof(float));
+				continue;
 			}
+			if (kw0 > 0)
+				memset(d, 0, (size_t) kw0 * C * sizeof(float));
+			memcpy(d + (int64_t) kw0 * C, x + (((int64_t) n * s->h + ih) * s->w + iw0 + kw0) * C,
+				   (size_t) (kw1 - kw0) * C * sizeof(float));
+			if (kw1 < k)
+				memset(d + (int64_t) kw1 * C, 0, (size_t) (k - kw1) * C * sizeof(float));
 		}
 	}
 }

@@ -60,10 +60,16 @@ add_conv(builder *b, tl_conv_layer *conv, const char *key, int cin, int cout, in
 	snprintf(name, sizeof name, "%s.weight", key);
 	conv->weight = add_entry(b, name, 4, cout, cin, k, k, true);
 	conv->packed = -1;
+	conv->wino = -1;
 	if (k > 1)
 	{
 		conv->packed = b->net->wpack_total;
 		b->net->wpack_total += (int64_t) cout * cin * k * k;
+	}
+	if (k == 3 && stride == 1 && pad == 1)
+	{
+		conv->wino = b->net->wino_total;
+		b->net->wino_total += (int64_t) 16 * cout * cin;
 	}
 	conv->cin = cin;
 	conv->cout = cout;
@@ -189,8 +195,13 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 	}
 	net->params = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
 	/* C11 aligned_alloc: the size must be a multiple of the alignment */
+	/*
+	 * Both weight layouts are reserved, but only the pages of the algorithm in
+	 * use are ever touched (and so resident).
+	 */
 	net->wpack = aligned_alloc(64, (size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
-	if (!net->params || !net->wpack)
+	net->wino = aligned_alloc(64, (size_t) ((net->wino_total + 16) & ~(int64_t) 15) * sizeof(float));
+	if (!net->params || !net->wpack || !net->wino)
 	{
 		tl_fail(err, TL_E_NOMEM, "out of memory for %lld parameters",
 				(long long) net->nparams_total);
@@ -211,6 +222,7 @@ tl_resnet_free(tl_resnet *net)
 	free(net->params);
 	free(net->grads);
 	free(net->wpack);
+	free(net->wino);
 	free(net->arena);
 	free(net);
 }
@@ -494,4 +506,20 @@ tl_resnet_init_fc(tl_resnet *net, tl_rng *rng)
 		net->params[b->offset + i] = (float) ((2.0 * tl_rng_uniform(rng) - 1.0) * bound);
 	tl_resnet_params_changed(net);
 	net->grads_valid = false;
+}
+
+/* ---- the 3x3 convolution algorithm (tl_resnet.h) ---- */
+
+static tl_conv_algorithm tl_conv_algo = TL_CONV_WINOGRAD;
+
+void
+tl_set_conv_algorithm(tl_conv_algorithm algo)
+{
+	tl_conv_algo = algo == TL_CONV_IM2COL ? TL_CONV_IM2COL : TL_CONV_WINOGRAD;
+}
+
+tl_conv_algorithm
+tl_get_conv_algorithm(void)
+{
+	return tl_conv_algo;
 }

@@ -47,6 +47,21 @@ typedef struct tl_batch_result
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
 
+/*
+ * Process-wide algorithm of the 3x3 stride-1 convolutions (the others always
+ * use im2col).  Winograd F(2x2, 3x3), the default, needs 2.25x fewer
+ * multiplies and rounds differently from im2col, within the parity
+ * tolerances (docs/engine.md); im2col is the plain GEMM formulation.  A
+ * network picks up a change at its next forward.
+ */
+typedef enum tl_conv_algorithm
+{
+	TL_CONV_WINOGRAD = 0,
+	TL_CONV_IM2COL
+} tl_conv_algorithm;
+void		tl_set_conv_algorithm(tl_conv_algorithm algo);
+tl_conv_algorithm tl_get_conv_algorithm(void);
+
 tl_resnet  *tl_resnet_new(const tl_resnet_config *cfg, tl_error *err);
 void		tl_resnet_free(tl_resnet *net);
 const tl_resnet_config *tl_resnet_get_config(const tl_resnet *net);

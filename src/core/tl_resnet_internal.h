@@ -35,6 +35,7 @@ typedef struct tl_conv_layer
 {
 	int			weight;			/* entry index */
 	int64_t		packed;			/* offset in wpack, or -1 (1x1: same layout) */
+	int64_t		wino;			/* offset in wino (3x3 stride 1), or -1 */
 	int			cin,
 				cout,
 				k,
@@ -89,8 +90,11 @@ struct tl_resnet
 	int64_t		grads_total;
 	float	   *wpack;			/* conv weights in the kernels' (oc, kh, kw, c) layout */
 	int64_t		wpack_total;
-	uint64_t	params_version; /* bumped whenever params may have changed */
-	uint64_t	packed_version; /* params_version wpack was built from */
+	float	   *wino;			/* 3x3 stride-1 conv weights, Winograd-transformed */
+	int64_t		wino_total;
+	uint64_t	params_version; /* bumped whenever conv weights may have changed */
+	uint64_t	packed_version; /* params_version wpack/wino were built from */
+	tl_conv_algorithm packed_algo;	/* the algorithm they were built for */
 
 	tl_conv_layer conv1;
 	tl_bn_layer bn1;
@@ -156,7 +160,7 @@ tl_resnet_grad_of(const tl_resnet *net, int e)
 	return net->grads + (pe->offset - net->entries[net->fc_weight].offset);
 }
 
-/* Parameters may have changed: packed weights must be rebuilt before use. */
+/* Conv weights may have changed: their kernel layouts must be rebuilt before use. */
 static inline void
 tl_resnet_params_changed(tl_resnet *net)
 {

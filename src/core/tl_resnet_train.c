@@ -64,6 +64,29 @@ conv_shape(const tl_conv_layer *conv, int n, int h, int w)
 	return s;
 }
 
+/*
+ * Raise the workspace maxima for one conv: the larger of the im2col and the
+ * Winograd needs, so the algorithm can change without a new plan.
+ */
+static void
+need_workspace(const tl_resnet *net, const tl_conv_shape *s, int64_t *ws, int64_t *wg)
+{
+	const bool	backward = net->mode == TL_MODE_FINETUNE;
+	int64_t		a = tl_conv_workspace(s),
+				b = tl_winograd_workspace(s, backward);
+
+	if (a > *ws)
+		*ws = a;
+	if (b > *ws)
+		*ws = b;
+	a = tl_conv_wgrad_workspace(s, net->wparts);
+	b = backward ? tl_winograd_wgrad_workspace(s, net->wparts) : 0;
+	if (a > *wg)
+		*wg = a;
+	if (b > *wg)
+		*wg = b;
+}
+
 /* Lay out the arena (or measure it when a->base is NULL). */
 static void
 layout(tl_resnet *net, arena_cursor *a)
@@ -86,8 +109,7 @@ layout(tl_resnet *net, arena_cursor *a)
 	s = conv_shape(&net->conv1, N, net->height, net->width);
 	net->h1 = s.oh;
 	net->w1 = s.ow;
-	ws = tl_conv_workspace(&s);
-	wg = tl_conv_wgrad_workspace(&s, net->wparts);
+	need_workspace(net, &s, &ws, &wg);
 	net->z0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->a0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->hp = tl_conv_out_size(net->h1, 3, 2, 1);
@@ -108,20 +130,14 @@ layout(tl_resnet *net, arena_cursor *a)
 		blk->h_in = h;
 		blk->w_in = w;
 		s = conv_shape(&blk->conv1, N, h, w);
-		if (tl_conv_workspace(&s) > ws)
-			ws = tl_conv_workspace(&s);
-		if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
-			wg = tl_conv_wgrad_workspace(&s, net->wparts);
+		need_workspace(net, &s, &ws, &wg);
 		blk->h = s.oh;
 		blk->w = s.ow;
 		sz = act(N, s.oh, s.ow, blk->cout);
 		if (sz > gmax)
 			gmax = sz;
 		s = conv_shape(&blk->conv2, N, blk->h, blk->w);
-		if (tl_conv_workspace(&s) > ws)
-			ws = tl_conv_workspace(&s);
-		if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
-			wg = tl_conv_wgrad_workspace(&s, net->wparts);
+		need_workspace(net, &s, &ws, &wg);
 		blk->z1 = take(a, sz * 4);
 		blk->a1 = take(a, sz * 4);
 		blk->z2 = take(a, sz * 4);
@@ -133,10 +149,7 @@ layout(tl_resnet *net, arena_cursor *a)
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, N, h, w);
-			if (tl_conv_workspace(&s) > ws)
-				ws = tl_conv_workspace(&s);
-			if (tl_conv_wgrad_workspace(&s, net->wparts) > wg)
-				wg = tl_conv_wgrad_workspace(&s, net->wparts);
+			need_workspace(net, &s, &ws, &wg);
 			blk->zd = take(a, sz * 4);
 			blk->dn = take(a, sz * 4);
 			blk->ds_bn.save_mean = take(a, blk->cout * 8);
@@ -251,8 +264,9 @@ tl_resnet_planned_bytes(const tl_resnet *net)
 {
 	if (!net->planned)
 		return 0;
-	/* arena + parameters + gradients + packed conv weights */
-	return net->arena_bytes + (size_t) (net->nparams_total + net->grads_total + net->wpack_total)
+	/* arena + parameters + gradients + the conv weights in the algorithm's layout */
+	return net->arena_bytes + (size_t) (net->nparams_total + net->grads_total + net->wpack_total
+										+ (tl_get_conv_algorithm() == TL_CONV_WINOGRAD ? net->wino_total : 0))
 		* sizeof(float);
 }
 
@@ -270,7 +284,14 @@ grad_of(tl_resnet *net, int e)
 	return tl_resnet_grad_of(net, e);
 }
 
-/* The conv weights as the kernels take them (tl_nn.h: packed layout). */
+/* Does this conv run as Winograd F(2x2, 3x3) (with the weights built for it)? */
+static inline bool
+conv_is_winograd(const tl_resnet *net, const tl_conv_layer *conv)
+{
+	return conv->wino >= 0 && net->packed_algo == TL_CONV_WINOGRAD;
+}
+
+/* The conv weights as the im2col kernels take them (tl_nn.h: packed layout). */
 static inline const float *
 conv_weight(tl_resnet *net, const tl_conv_layer *conv)
 {
@@ -280,17 +301,33 @@ conv_weight(tl_resnet *net, const tl_conv_layer *conv)
 static void
 pack_conv(tl_resnet *net, const tl_conv_layer *conv)
 {
-	if (conv->packed >= 0)
+	if (conv_is_winograd(net, conv))
+		tl_winograd_weights(net->wino + conv->wino, param_of(net, conv->weight),
+							conv->cout, conv->cin);
+	else if (conv->packed >= 0)
 		tl_conv_pack_weights(net->wpack + conv->packed, param_of(net, conv->weight),
 							 conv->cout, conv->cin, conv->k);
 }
 
-/* Rebuild the packed weights if the parameters changed since. */
+static void
+conv_forward(tl_resnet *net, const tl_conv_layer *conv, float *y, const float *x,
+			 const tl_conv_shape *s)
+{
+	if (conv_is_winograd(net, conv))
+		tl_winograd_forward(y, x, net->wino + conv->wino, net->ws, s);
+	else
+		tl_conv_forward(y, x, conv_weight(net, conv), net->ws, s);
+}
+
+/* Rebuild the kernels' weights if the parameters or the algorithm changed since. */
 static void
 ensure_packed(tl_resnet *net)
 {
-	if (net->packed_version == net->params_version)
+	tl_conv_algorithm algo = tl_get_conv_algorithm();
+
+	if (net->packed_version == net->params_version && net->packed_algo == algo)
 		return;
+	net->packed_algo = algo;
 	pack_conv(net, &net->conv1);
 	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
 	{
@@ -354,7 +391,7 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 	memcpy(net->x_in, x, (size_t) act(n, net->height, net->width, 3) * sizeof(float));
 
 	s = conv_shape(&net->conv1, n, net->height, net->width);
-	tl_conv_forward(net->z0, net->x_in, conv_weight(net, &net->conv1), net->ws, &s);
+	conv_forward(net, &net->conv1, net->z0, net->x_in, &s);
 	bn_forward(net, &net->bn1, net->a0, net->z0, NULL, true, act(n, s.oh, s.ow, 1), train);
 	tl_maxpool_forward(net->m0, net->argmax0, net->a0, n, net->h1, net->w1,
 					   net->cfg.base_width, 3, 2, 1, net->hp, net->wp);
@@ -366,14 +403,14 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 		const float *identity = cur;
 
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
-		tl_conv_forward(blk->z1, cur, conv_weight(net, &blk->conv1), net->ws, &s);
+		conv_forward(net, &blk->conv1, blk->z1, cur, &s);
 		bn_forward(net, &blk->bn1, blk->a1, blk->z1, NULL, true, rows, train);
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
-		tl_conv_forward(blk->z2, blk->a1, conv_weight(net, &blk->conv2), net->ws, &s);
+		conv_forward(net, &blk->conv2, blk->z2, blk->a1, &s);
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
-			tl_conv_forward(blk->zd, cur, conv_weight(net, &blk->ds_conv), net->ws, &s);
+			conv_forward(net, &blk->ds_conv, blk->zd, cur, &s);
 			bn_forward(net, &blk->ds_bn, blk->dn, blk->zd, NULL, false, rows, train);
 			identity = blk->dn;
 		}
@@ -444,12 +481,19 @@ tl_resnet_loss(tl_resnet *net, const int32_t *labels, int n, tl_batch_result *re
 
 /* ---- backward ---- */
 
-/* Conv backward with packed weights; the weight gradient lands in torch layout. */
+/* Conv backward with the forward's weights; the weight gradient lands in torch layout. */
 static void
 conv_backward(tl_resnet *net, const tl_conv_layer *conv, float *dx, const float *dy,
 			  const float *x, const tl_conv_shape *s, bool accumulate)
 {
 	float	   *dw = grad_of(net, conv->weight);
+
+	if (conv_is_winograd(net, conv))
+	{
+		tl_winograd_backward(dx, dw, dy, x, net->wino + conv->wino, net->ws, net->wtmp, net->wacc,
+							 net->wparts, s, accumulate);
+		return;
+	}
 
 	tl_conv_backward(dx, conv->packed >= 0 ? net->dwp : dw, dy, x, conv_weight(net, conv),
 					 net->ws, net->wtmp, net->wacc, net->wparts, s, accumulate);

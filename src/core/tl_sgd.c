@@ -120,6 +120,7 @@ tl_sgd_step(tl_sgd *opt, tl_error *err)
 {
 	tl_resnet  *net = opt->net;
 	sgd_job		j;
+	bool		convs_changed = false;
 
 	j.lr = (float) opt->cfg.lr;
 	j.mom = (float) opt->cfg.momentum;
@@ -141,8 +142,12 @@ tl_sgd_step(tl_sgd *opt, tl_error *err)
 		tl_parallel_for(pe->numel, 32768, sgd_range, &j);
 		if (j.mom != 0.0f)
 			opt->has_buf[e] = true;
+		if (pe->ndim == 4)
+			convs_changed = true;
 	}
-	tl_resnet_params_changed(net);
+	/* a feature extractor's steps leave the convs, and so their kernel layouts, alone */
+	if (convs_changed)
+		tl_resnet_params_changed(net);
 	return TL_OK;
 }
 

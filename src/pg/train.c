@@ -754,6 +754,7 @@ tl_train(PG_FUNCTION_ARGS)
 	args.image_size = PG_GETARG_INT32(12);
 	wait = PG_GETARG_BOOL(13);
 	args.threads = tl_guc_train_threads;
+	args.conv_algorithm = (tl_conv_algorithm) tl_guc_conv_algorithm;
 	/* cache_features (train_features.c) */
 	ARG_NOT_NULL(15, "cache_features");
 	args.cache_features = PG_GETARG_BOOL(15);

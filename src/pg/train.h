@@ -83,6 +83,7 @@ typedef struct tl_run_args
 	int			threads;
 	int			num_classes;
 	bool		cache_features; /* feature_extractor on cached features (train_features.c) */
+	tl_conv_algorithm conv_algorithm;	/* transfer.conv_algorithm of the caller */
 } tl_run_args;
 
 /* train_data.c: one dataset as a run sees it. */

@@ -232,7 +232,8 @@ tl_train_memory_estimate(const tl_run_args *args, double image_bytes)
 	double		workspace = Max(147.0 * s2 / 4.0, 9.0 * args->base_width * s2 / 16.0);
 	double		per_image = 4.0 * (acts + workspace + 3.0 * s2);
 
-	return image_bytes + 4.0 * 5.0 * params + per_image * args->batch_size + 64.0 * 1024 * 1024;
+	/* params, gradients, momentum, im2col-packed and Winograd (16/9) conv weights */
+	return image_bytes + 4.0 * 7.0 * params + per_image * args->batch_size + 64.0 * 1024 * 1024;
 }
 
 char *
@@ -262,6 +263,9 @@ tl_run_args_json(const tl_run_args *args, const tl_dataset_info *classes)
 					 args->num_classes);
 	if (args->cache_features)
 		appendStringInfoString(&s, ", \"cache_features\": true");
+	/* only the non-default is recorded; runs without the key use winograd */
+	if (args->conv_algorithm == TL_CONV_IM2COL)
+		appendStringInfoString(&s, ", \"conv_algorithm\": \"im2col\"");
 	if (classes)
 	{
 		appendStringInfoString(&s, ", \"classes\": [");
@@ -350,6 +354,7 @@ tl_run_args_load(int64 run, tl_run_args *args)
 	HeapTuple	tup;
 	TupleDesc	desc;
 	char	   *mode;
+	char	   *algo;
 
 	initStringInfo(&q);
 	appendStringInfo(&q,
@@ -361,7 +366,8 @@ tl_run_args_load(int64 run, tl_run_args *args)
 					 "(args->>'seed')::int8, (args->>'image_size')::int4, "
 					 "(args->>'base_width')::int4, (args->>'threads')::int4, "
 					 "(args->>'num_classes')::int4, "
-					 "coalesce((args->>'cache_features')::bool, false) "
+					 "coalesce((args->>'cache_features')::bool, false), "
+					 "coalesce(args->>'conv_algorithm', 'winograd') "
 					 "FROM %s WHERE id = $1", tl_qualified("tl_runs"));
 	if (SPI_execute_with_args(q.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read run " INT64_FORMAT, run);
@@ -407,6 +413,16 @@ tl_run_args_load(int64 run, tl_run_args *args)
 		args->threads = INT_COL(16);
 		args->num_classes = INT_COL(17);
 		args->cache_features = DatumGetBool(SPI_getbinval(tup, desc, 18, &isnull));
+		algo = SPI_getvalue(tup, desc, 19);
+		if (strcmp(algo, "winograd") == 0)
+			args->conv_algorithm = TL_CONV_WINOGRAD;
+		else if (strcmp(algo, "im2col") == 0)
+			args->conv_algorithm = TL_CONV_IM2COL;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("run " INT64_FORMAT " has an invalid conv_algorithm in its recorded arguments", run),
+					 errhint("Valid values are \"winograd\" and \"im2col\".")));
 	}
 #undef INT_COL
 #undef F8_COL

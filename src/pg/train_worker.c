@@ -834,6 +834,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 	end_tx();
 
 	tl_set_num_threads(args.threads);
+	tl_set_conv_algorithm(args.conv_algorithm);
 
 	/* the data, in one snapshot, as the calling role */
 	begin_tx(true);

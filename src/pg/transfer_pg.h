@@ -9,5 +9,6 @@ extern int	tl_guc_max_image_file_size;	/* kB */
 extern int	tl_guc_model_cache_size;
 extern int	tl_guc_train_threads;
 extern int	tl_guc_train_memory_limit;	/* MB, 0 = no limit */
+extern int	tl_guc_conv_algorithm;	/* tl_conv_algorithm */
 
 #endif
