@@ -194,6 +194,30 @@ SELECT tl_cancel(-1);
 SELECT tl_wait(-1);
 SELECT tl_run_status(:base_run);
 
+-- ---------------------------------------------------------------- conv_algorithm
+-- The caller's transfer.conv_algorithm is recorded in the run (only im2col,
+-- the non-default, is written) and its worker computes with it: runs are
+-- deterministic, so the same seeded run under each algorithm differs only
+-- where float32 rounding differs (which this tiny, badly conditioned network
+-- amplifies; test_winograd and test_resnet_parity hold both algorithms to
+-- PyTorch's results).
+SET client_min_messages = warning;
+SELECT tl_train('finetune', 'trainset', from_scratch => true, base_width => 8, image_size => 32,
+				batch_size => 3, epochs => 2, seed => 11, model_name => 'train-winograd', wait => true) AS wino_run \gset
+SET transfer.conv_algorithm = im2col;
+SELECT tl_train('finetune', 'trainset', from_scratch => true, base_width => 8, image_size => 32,
+				batch_size => 3, epochs => 2, seed => 11, model_name => 'train-im2col', wait => true) AS im2col_run \gset
+SELECT tl_train('finetune', 'trainset', from_scratch => true, base_width => 8, image_size => 32,
+				batch_size => 3, epochs => 2, seed => 11, model_name => 'train-im2col-again', wait => true) AS again_run \gset
+RESET transfer.conv_algorithm;
+RESET client_min_messages;
+SELECT args->>'model_name' AS model_name, args->>'conv_algorithm' AS conv_algorithm, status
+FROM tl_runs WHERE id IN (:wino_run, :im2col_run, :again_run) ORDER BY id;
+SELECT bool_and(i.loss = a.loss) AS im2col_repeats, bool_or(w.loss <> i.loss) AS winograd_differs
+FROM tl_run_epochs w JOIN tl_run_epochs i USING (epoch, phase) JOIN tl_run_epochs a USING (epoch, phase)
+WHERE w.run = :wino_run AND i.run = :im2col_run AND a.run = :again_run;
+SET transfer.conv_algorithm = fft;
+
 -- ---------------------------------------------------------------- tl_plot
 SELECT left(svg, 4) AS head, xml_is_well_formed_document(svg) AS well_formed,
 	   (length(svg) - length(replace(svg, '<polyline', ''))) / length('<polyline') AS lines,

@@ -41,6 +41,7 @@ arg_cases=(
 	'width-huge|{"base_width": 100000}'
 	'seed-missing|{"seed": null}'
 	'threads-many|{"threads": 8}'
+	'conv-algorithm|{"conv_algorithm": "fft"}'
 	'memory|{"image_size": 256, "batch_size": 32}'
 	'base-model-gone|{"from_scratch": false, "base_model_id": 999999}'
 )
@@ -79,7 +80,7 @@ is "$(f -c "SELECT status FROM tl_runs WHERE id = ${base:-0}")" "succeeded" "the
 # tl_train itself refuses each forged argument (else the case would prove nothing).
 refused=$(for c in "${arg_cases[@]}"; do
 	name=${c%%|*} patch=${c#*|}
-	case $name in seed-missing|threads-many|base-model-gone) continue ;; esac	# not tl_train arguments
+	case $name in seed-missing|threads-many|conv-algorithm|base-model-gone) continue ;; esac	# not tl_train arguments
 	call=$(echo "$patch" | sed 's/[{}"]//g; s/: / => /g; s/NaN/'"'NaN'"'/')
 	f -c "SELECT tl_train('finetune', 'forge', from_scratch => true, $call, model_name => 'direct-$name')" >/dev/null 2>&1 &&
 		echo "$name"

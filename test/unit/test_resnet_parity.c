@@ -269,10 +269,14 @@ run_case(const char *path)
 				steps;
 	bool		feature,
 				stored;
-	const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	char		name[256];
 	double		worst_grad = 0,
 				worst_state = 0;
 	int32_t    *labels = NULL;
+
+	snprintf(name, sizeof name, "%s [%s]", base,
+			 tl_get_conv_algorithm() == TL_CONV_WINOGRAD ? "winograd" : "im2col");
 
 	limits.max_total_bytes = (int64_t) 4 << 30;
 	limits.max_tensors = 100000;
@@ -499,11 +503,17 @@ main(int argc, char **argv)
 {
 	/* TL_TEST_THREADS overrides the thread count (default 2, the product's) */
 	tl_set_num_threads(getenv("TL_TEST_THREADS") ? atoi(getenv("TL_TEST_THREADS")) : 2);
-	if (argc > 1)
-		for (int i = 1; i < argc; i++)
-			run_case(argv[i]);
-	else
-		for (size_t i = 0; i < sizeof(default_cases) / sizeof(default_cases[0]); i++)
-			run_case(default_cases[i]);
+	/* both algorithms of the 3x3 convolutions are held to the same tolerances */
+	for (int a = 0; a < 2; a++)
+	{
+		tl_set_conv_algorithm(a == 0 ? TL_CONV_WINOGRAD : TL_CONV_IM2COL);
+		if (argc > 1)
+			for (int i = 1; i < argc; i++)
+				run_case(argv[i]);
+		else
+			for (size_t i = 0; i < sizeof(default_cases) / sizeof(default_cases[0]); i++)
+				run_case(default_cases[i]);
+	}
+	tl_set_conv_algorithm(TL_CONV_WINOGRAD);
 	return tap_done();
 }
