@@ -3,12 +3,13 @@
 # against PyTorch on the same machine, both sides in this one invocation, and
 # a table of ratios (ours / torch, of times; < 1 means we are faster).
 #
-#   bench/e2e.sh [--runs N] [--threads T] [--cache-epochs E] [--no-torch]
+#   bench/e2e.sh [--runs N] [--threads T] [--cache-epochs E] [--conv-algorithm A] [--no-torch]
 #
 #   --runs N          repetitions of every measurement, medians reported (default 3)
 #   --threads T       compute threads of each side (default 2)
 #   --cache-epochs E  also time a feature_extractor run of E epochs with
 #                     cache_features => true (default 25; 0 skips it)
+#   --conv-algorithm A  transfer.conv_algorithm of our side: winograd (default) or im2col
 #   --no-torch        our side only (no ratios)
 #
 # Measured, interleaved run by run (ours, then torch):
@@ -33,12 +34,14 @@ cd "$(dirname "$0")/.."
 runs=3
 threads=2
 cache_epochs=25
+conv_algorithm=winograd
 use_torch=1
 while [ $# -gt 0 ]; do
 	case $1 in
 		--runs) runs=$2; shift 2 ;;
 		--threads) threads=$2; shift 2 ;;
 		--cache-epochs) cache_epochs=$2; shift 2 ;;
+		--conv-algorithm) conv_algorithm=$2; shift 2 ;;
 		--no-torch) use_torch=0; shift ;;
 		*) sed -n '2,30p' "$0" >&2; exit 2 ;;
 	esac
@@ -64,7 +67,7 @@ cleanup() {
 	tl_cluster_stop "$dir" || true
 }
 trap cleanup EXIT
-tl_cluster_start "$dir" "transfer.train_threads = $threads" 2>/dev/null
+tl_cluster_start "$dir" "transfer.train_threads = $threads" "transfer.conv_algorithm = $conv_algorithm" 2>/dev/null
 weights=$dir/resnet18_random.safetensors
 /usr/bin/python3 test/scripts/make_predict_fixtures.py full "$weights"
 chmod a+r "$weights"
@@ -206,9 +209,9 @@ fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 torch_version=$( [ $use_torch = 1 ] && /usr/bin/python3 -c 'import torch; print(torch.__version__)' || echo none)
-/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" "$load_before" "$load_after" <<'PY'
+/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" "$load_before" "$load_after" "$conv_algorithm" <<'PY'
 import statistics, sys, time
-path, runs, threads, n_val, machine, torch_version, cache_epochs, load_before, load_after = sys.argv[1:]
+path, runs, threads, n_val, machine, torch_version, cache_epochs, load_before, load_after, conv_algorithm = sys.argv[1:]
 n_val = int(n_val)
 vals = {}
 for line in open(path):
@@ -216,7 +219,8 @@ for line in open(path):
     vals.setdefault(k, []).append(float(v))
 med = {k: statistics.median(v) for k, v in vals.items()}
 print(f"transfer vs PyTorch {torch_version}: {time.strftime('%Y-%m-%d', time.gmtime())}, {machine}")
-print(f"{threads} threads per side, medians of {runs} runs; ratio = ours / torch (time or memory: < 1 is better)")
+print(f"{threads} threads per side, medians of {runs} runs, transfer.conv_algorithm = {conv_algorithm}; "
+      f"ratio = ours / torch (time or memory: < 1 is better)")
 print(f"load average (1/5/15 min) before: {load_before}, after: {load_after}")
 rows = [
     ("finetune epoch, whole job (s)", "finetune_s"),
