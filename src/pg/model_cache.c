@@ -282,10 +282,10 @@ resolve_model(const char *model, model_identity *ident)
 }
 
 /*
- * Build an entry for the row version ident.  The state dict and the model's
- * metadata are read (in the caller's snapshot, so they match ident) into a
- * child memory context that is deleted once the network holds the weights;
- * the entry's own objects are malloc'd, and every failure after the first
+ * Build an entry for the row version ident.  The weights and the model's
+ * metadata are read in the caller's snapshot, so they match ident; the
+ * metadata's strings go to a child memory context deleted at the end.  The
+ * entry's own objects are malloc'd, and every failure after the first
  * malloc frees the partial entry before raising.
  */
 static tl_cached_model *
@@ -293,66 +293,60 @@ load_model(const model_identity *ident)
 {
 	MemoryContext loadcxt;
 	MemoryContext oldcxt;
-	tl_state_dict *sd;
+	tl_resnet  *net;
 	TlModelInfo info;
-	tl_resnet_config cfg;
 	tl_error	err;
 	tl_cached_model *m;
 
 	loadcxt = AllocSetContextCreate(CurrentMemoryContext, "transfer model load",
-									ALLOCSET_DEFAULT_SIZES);
+									ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(loadcxt);
-	sd = tl_store_load(ident->id, &info);	/* checked; freed with loadcxt */
+	net = tl_store_load_network(ident->id, &info);	/* checked like tl_store_load */
 	MemoryContextSwitchTo(oldcxt);
 
+	m = calloc(1, sizeof(tl_cached_model));
+	if (m == NULL)
+	{
+		tl_resnet_free(net);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory loading a model")));
+	}
+	m->net = net;
 	if (info.image_size < 1 || info.image_size > TL_MAX_MODEL_IMAGE_SIZE)
+	{
+		free_entry(m);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("model \"%s\" has image size %d, outside 1..%d",
 						info.name, info.image_size, TL_MAX_MODEL_IMAGE_SIZE)));
-	tl_error_clear(&err);
-	if (tl_resnet_check_state_dict(sd, &cfg, &err) != TL_OK)
-		tl_pg_raise(&err, psprintf("model \"%s\"", info.name));
-	if (info.num_classes != cfg.num_classes || info.classes == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("model \"%s\" has %d class names but its fc layer has %d outputs",
-						info.name, info.classes ? info.num_classes : 0, cfg.num_classes),
-				 errhint("The classes array must name every output of fc, in index order.")));
-
-	m = calloc(1, sizeof(tl_cached_model));
-	if (m == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory loading a model")));
+	}
 	m->id = ident->id;
 	m->xmin = ident->xmin;
 	m->ctid = ident->ctid;
 	m->image_size = info.image_size;
 	m->resize = tl_eval_resize_for(info.image_size);
-	m->num_classes = cfg.num_classes;
+	m->num_classes = info.num_classes;	/* fc's outputs: the load checked them */
 
 	/*
 	 * The plan mode with the fewest gradient buffers (only fc's): the engine
 	 * has no inference-only plan; eval forwards never touch the gradients.
 	 */
-	m->net = tl_resnet_new(&cfg, &err);
-	if (m->net == NULL ||
-		tl_resnet_load_state_dict(m->net, sd, 0, &err) != TL_OK ||
-		tl_resnet_plan(m->net, 1, info.image_size, info.image_size,
+	tl_error_clear(&err);
+	if (tl_resnet_plan(m->net, 1, info.image_size, info.image_size,
 					   TL_MODE_FEATURE_EXTRACTOR, &err) != TL_OK)
 	{
 		free_entry(m);
 		tl_pg_raise(&err, psprintf("loading model \"%s\"", info.name));
 	}
 	m->input = malloc((size_t) info.image_size * info.image_size * 3 * sizeof(float));
-	m->probs = malloc((size_t) cfg.num_classes * sizeof(float));
+	m->probs = malloc((size_t) info.num_classes * sizeof(float));
 	m->name = strdup(info.name);
-	m->classes = calloc(cfg.num_classes, sizeof(char *));
-	for (int i = 0; m->classes != NULL && i < cfg.num_classes; i++)
+	m->classes = calloc(info.num_classes, sizeof(char *));
+	for (int i = 0; m->classes != NULL && i < info.num_classes; i++)
 		if ((m->classes[i] = strdup(info.classes[i])) == NULL)
 			break;
 	if (m->input == NULL || m->probs == NULL || m->name == NULL || m->classes == NULL ||
-		m->classes[cfg.num_classes - 1] == NULL)
+		m->classes[info.num_classes - 1] == NULL)
 	{
 		free_entry(m);
 		ereport(ERROR,
@@ -360,9 +354,9 @@ load_model(const model_identity *ident)
 	}
 	m->bytes = sizeof(*m) + tl_resnet_planned_bytes(m->net) +
 		(size_t) info.image_size * info.image_size * 3 * sizeof(float) +
-		(size_t) cfg.num_classes * sizeof(float);
+		(size_t) info.num_classes * sizeof(float);
 	m->loaded_at = GetCurrentTimestamp();
-	MemoryContextDelete(loadcxt);	/* the weights now live in the network */
+	MemoryContextDelete(loadcxt);
 	return m;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -155,96 +156,253 @@ tl_store_info(int64 model_id, TlModelInfo *info)
 	SPI_finish();
 }
 
-tl_state_dict *
-tl_store_load(int64 model_id, TlModelInfo *info)
+/*
+ * Run the query for a model's tensors in state_dict order (the caller is
+ * connected to SPI); SPI_tuptable holds key, shape, data.
+ */
+static void
+query_tensors(int64 model_id, const char *schema, const TlModelInfo *info)
 {
-	MemoryContext caller = CurrentMemoryContext;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(model_id)};
-	TlModelInfo local;
-	char	   *schema;
-	tl_state_dict *sd;
-	tl_resnet_config cfg;
-	tl_error	err;
 	int			rc;
 
-	if (!info)
-		info = &local;
-	/* Owned by the caller's context from the start, so every error path frees it. */
-	sd = tl_sd_new(&err);
-	if (!sd)
-		tl_pg_raise(&err, NULL);
-	tl_store_attach_sd(caller, sd);
-
-	store_connect();
-	schema = store_schema();
-	read_info(model_id, schema, info, caller);
 	rc = SPI_execute_with_args(psprintf("SELECT key, shape, data FROM %s.tl_model_tensors "
 										"WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY position",
 										schema),
 							   1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading the tensors of model \"%s\" failed: %s", info->name, SPI_result_code_string(rc));
+}
+
+/*
+ * Row r of query_tensors: its key (palloc'd), shape and element count, with
+ * the data's length checked against the shape before anything is detoasted.
+ * Returns the data Datum, possibly still toasted.
+ */
+static Datum
+tensor_row(uint64 r, const TlModelInfo *info, char **key, int *ndim, int64_t *shape, int64 *numel)
+{
+	HeapTuple	tup = SPI_tuptable->vals[r];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	ArrayType  *shape_arr;
+	Datum		data;
+	Datum	   *dims;
+	bool	   *dnulls;
+	int64		nbytes;
+
+	*key = SPI_getvalue(tup, desc, 1);
+	shape_arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
+	data = SPI_getbinval(tup, desc, 3, &isnull);
+	deconstruct_array(shape_arr, INT4OID, 4, true, TYPALIGN_INT, &dims, &dnulls, ndim);
+	if (*ndim > TL_MAX_DIMS)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("tensor \"%s\" of model \"%s\" has %d dimensions", *key, info->name, *ndim)));
+	for (int d = 0; d < *ndim; d++)
+		shape[d] = dnulls[d] ? -1 : DatumGetInt32(dims[d]);
+	*numel = tl_shape_numel(*ndim, shape, (int64) (MaxAllocHugeSize / sizeof(float)));
+	nbytes = (int64) toast_raw_datum_size(data) - VARHDRSZ;
+	if (*numel < 0 || nbytes != *numel * (int64) sizeof(float))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("tensor \"%s\" of model \"%s\" has %lld bytes of data for its shape",
+						*key, info->name, (long long) nbytes)));
+	return data;
+}
+
+/* Stored fp32 little-endian bytes to native floats. */
+static void
+copy_floats(float *dst, const char *src, int64 numel)
+{
+#ifdef WORDS_BIGENDIAN
+	for (int64 i = 0; i < numel; i++)
+	{
+		const uint8 *p = (const uint8 *) src + 4 * i;
+		uint32		b = p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32) p[3] << 24);
+
+		memcpy(&dst[i], &b, 4);
+	}
+#else
+	memcpy(dst, src, (size_t) numel * sizeof(float));
+#endif
+}
+
+/*
+ * Read a model's row into info (strings in info_cxt) and its tensors into a
+ * state dict tied to sd_cxt, checking each tensor's byte count against its
+ * shape but not the dict against the network.
+ */
+static tl_state_dict *
+read_state_dict(int64 model_id, TlModelInfo *info, MemoryContext info_cxt, MemoryContext sd_cxt)
+{
+	char	   *schema;
+	tl_state_dict *sd;
+	tl_error	err;
+
+	/* Owned by sd_cxt from the start, so every error path frees it. */
+	sd = tl_sd_new(&err);
+	if (!sd)
+		tl_pg_raise(&err, NULL);
+	tl_store_attach_sd(sd_cxt, sd);
+
+	store_connect();
+	schema = store_schema();
+	read_info(model_id, schema, info, info_cxt);
+	query_tensors(model_id, schema, info);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		char	   *key = SPI_getvalue(tup, desc, 1);
-		ArrayType  *shape_arr = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull));
-		Datum		raw = SPI_getbinval(tup, desc, 3, &isnull);
-		bytea	   *data = DatumGetByteaPP(raw);
-		Datum	   *dims;
-		bool	   *dnulls;
+		char	   *key;
 		int			ndim;
 		int64_t		shape[TL_MAX_DIMS];
 		int64		numel;
+		Datum		raw = tensor_row(r, info, &key, &ndim, shape, &numel);
+		bytea	   *data = DatumGetByteaPP(raw);
 		float	   *buf;
 
-		deconstruct_array(shape_arr, INT4OID, 4, true, TYPALIGN_INT, &dims, &dnulls, &ndim);
-		if (ndim > TL_MAX_DIMS)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("tensor \"%s\" of model \"%s\" has %d dimensions", key, info->name, ndim)));
-		for (int d = 0; d < ndim; d++)
-			shape[d] = dnulls[d] ? -1 : DatumGetInt32(dims[d]);
-		numel = tl_shape_numel(ndim, shape, (int64) (MaxAllocHugeSize / sizeof(float)));
-		if (numel < 0 || (int64) VARSIZE_ANY_EXHDR(data) != numel * (int64) sizeof(float))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("tensor \"%s\" of model \"%s\" has %lld bytes of data for its shape",
-							key, info->name, (long long) VARSIZE_ANY_EXHDR(data))));
 		buf = malloc((size_t) (numel ? numel : 1) * sizeof(float));
 		if (!buf)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory loading model \"%s\"", info->name)));
-#ifdef WORDS_BIGENDIAN
-		for (int64 i = 0; i < numel; i++)
-		{
-			const uint8 *p = (const uint8 *) VARDATA_ANY(data) + 4 * i;
-			uint32		b = p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32) p[3] << 24);
-
-			memcpy(&buf[i], &b, 4);
-		}
-#else
-		memcpy(buf, VARDATA_ANY(data), (size_t) numel * sizeof(float));
-#endif
+		copy_floats(buf, VARDATA_ANY(data), numel);
 		if (tl_sd_add_owned(sd, key, ndim, shape, buf, &err) != TL_OK)
 			tl_pg_raise(&err, psprintf("model \"%s\"", info->name));
 		if ((Pointer) data != DatumGetPointer(raw))
 			pfree(data);		/* the detoasted copy: weights can be megabytes each */
 	}
 	SPI_finish();
+	return sd;
+}
 
-	if (tl_resnet_check_state_dict(sd, &cfg, &err) != TL_OK)
+/*
+ * Read a model's row into info (strings in info_cxt) and its tensors into
+ * *view, a state dict whose keys and data are palloc'd in cxt: the data are
+ * the detoasted values themselves, so the weights are copied once on their
+ * way from the table to the network.  The view is only read by the core,
+ * through const pointers, and never tl_sd_free'd; deleting cxt frees it.
+ * (model_id, key) is the table's primary key, so keys are unique.
+ */
+static void
+read_state_dict_view(int64 model_id, TlModelInfo *info, MemoryContext info_cxt,
+					 MemoryContext cxt, tl_state_dict *view)
+{
+	char	   *schema;
+
+	store_connect();
+	schema = store_schema();
+	read_info(model_id, schema, info, info_cxt);
+	query_tensors(model_id, schema, info);
+	if (SPI_processed > (uint64) (MaxAllocSize / sizeof(tl_tensor)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model \"%s\" has too many tensors", info->name)));
+	view->n = 0;
+	view->cap = (int) SPI_processed;
+	view->tensors = MemoryContextAllocZero(cxt, sizeof(tl_tensor) * Max(view->cap, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		tl_tensor  *t = &view->tensors[view->n];
+		char	   *key;
+		int64		numel;
+		Datum		raw = tensor_row(r, info, &key, &t->ndim, t->shape, &numel);
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+		bytea	   *data;
+
+		/* Our own 4-byte-header copy: aligned floats that outlive SPI_finish. */
+		data = DatumGetByteaPCopy(raw);
+		t->name = pstrdup(key);
+		MemoryContextSwitchTo(oldcxt);
+		t->data = (float *) VARDATA(data);
+#ifdef WORDS_BIGENDIAN
+		copy_floats(t->data, VARDATA(data), numel); /* in place, float by float */
+#endif
+		view->n++;
+	}
+	SPI_finish();
+}
+
+/*
+ * Raise the error that tl_resnet_check_state_dict or the row's network
+ * description gives for sd, if any; *cfg gets the network the tensors make.
+ */
+static void
+check_state_dict(const tl_state_dict *sd, const TlModelInfo *info, tl_resnet_config *cfg)
+{
+	tl_error	err;
+
+	if (tl_resnet_check_state_dict(sd, cfg, &err) != TL_OK)
 		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
-	if (cfg.num_classes != info->num_classes || cfg.base_width != info->base_width)
+	if (cfg->num_classes != info->num_classes || cfg->base_width != info->base_width)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("stored model \"%s\" says %d classes and base width %d, its tensors have %d and %d",
-						info->name, info->num_classes, info->base_width, cfg.num_classes, cfg.base_width)));
+						info->name, info->num_classes, info->base_width, cfg->num_classes, cfg->base_width)));
+}
+
+tl_state_dict *
+tl_store_load(int64 model_id, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	TlModelInfo local;
+	tl_state_dict *sd;
+	tl_resnet_config cfg;
+
+	if (!info)
+		info = &local;
+	sd = read_state_dict(model_id, info, caller, caller);
+	check_state_dict(sd, info, &cfg);
 	return sd;
+}
+
+tl_resnet *
+tl_store_load_network(int64 model_id, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext view_cxt;
+	tl_state_dict view;
+	const tl_tensor *conv1;
+	const tl_tensor *fc;
+	tl_resnet_config cfg;
+	tl_resnet  *net;
+	tl_error	err;
+
+	/* The tensors live only until they are in the network; info's strings are the caller's. */
+	view_cxt = AllocSetContextCreate(caller, "transfer model load", ALLOCSET_DEFAULT_SIZES);
+	read_state_dict_view(model_id, info, caller, view_cxt, &view);
+
+	/*
+	 * The network the row describes, built once: tl_resnet_load_state_dict
+	 * checks every key and shape against it as strictly as
+	 * tl_resnet_check_state_dict, which would build (and zero) a second,
+	 * throwaway network of the same size.  The size comes from the row:
+	 * conv1 and fc must agree with it first, as the full check would require;
+	 * if they don't, the full check names the problem.
+	 */
+	conv1 = tl_sd_find(&view, "conv1.weight");
+	fc = tl_sd_find(&view, "fc.weight");
+	if (conv1 == NULL || conv1->ndim != 4 || conv1->shape[0] != info->base_width ||
+		fc == NULL || fc->ndim != 2 || fc->shape[0] != info->num_classes)
+	{
+		check_state_dict(&view, info, &cfg);
+		ereport(ERROR,			/* not reached: the check raises */
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("stored model \"%s\" does not match its tensors", info->name)));
+	}
+	cfg.num_classes = info->num_classes;
+	cfg.base_width = info->base_width;
+	tl_error_clear(&err);
+	net = tl_resnet_new(&cfg, &err);
+	if (net == NULL)
+		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
+	if (tl_resnet_load_state_dict(net, &view, 0, &err) != TL_OK)
+	{
+		tl_resnet_free(net);
+		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
+	}
+	MemoryContextDelete(view_cxt);
+	return net;
 }
 
 static Datum

@@ -18,6 +18,7 @@
 
 #include "utils/jsonb.h"
 
+#include "tl_resnet.h"
 #include "tl_tensor.h"
 
 /* What a model row says about its network and classes (palloc'd in the caller's context). */
@@ -53,6 +54,14 @@ void		tl_store_info(int64 model_id, TlModelInfo *info);
  * delete that context.
  */
 tl_state_dict *tl_store_load(int64 model_id, TlModelInfo *info);
+
+/*
+ * A new network with a model's weights loaded, for prediction: the same
+ * checks as tl_store_load, without a state dict left over.  The network is
+ * malloc'd and the caller's to tl_resnet_free (also when a later step
+ * raises).  info is filled as by tl_store_info.
+ */
+tl_resnet  *tl_store_load_network(int64 model_id, TlModelInfo *info);
 
 /*
  * Save a state dict as a new model and return its id.  The dict is checked
