@@ -158,19 +158,27 @@ tl_store_info(int64 model_id, TlModelInfo *info)
 
 /*
  * Run the query for a model's tensors in state_dict order (the caller is
- * connected to SPI); SPI_tuptable holds key, shape, data.
+ * connected to SPI); SPI_tuptable holds key, shape, data.  Prepared without
+ * CURSOR_OPT_PARALLEL_OK: a parallel plan (which SPI_execute_with_args
+ * allows, e.g. in a session that makes parallel plans cheap) would start
+ * workers, tens of milliseconds, to read about a hundred rows.
  */
 static void
 query_tensors(int64 model_id, const char *schema, const TlModelInfo *info)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(model_id)};
+	SPIPlanPtr	plan;
 	int			rc;
 
-	rc = SPI_execute_with_args(psprintf("SELECT key, shape, data FROM %s.tl_model_tensors "
-										"WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY position",
-										schema),
-							   1, argtypes, args, NULL, false, 0);
+	plan = SPI_prepare(psprintf("SELECT key, shape, data FROM %s.tl_model_tensors "
+								"WHERE model_id OPERATOR(pg_catalog.=) $1 ORDER BY position",
+								schema),
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "preparing the tensor query failed: %s", SPI_result_code_string(SPI_result));
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	SPI_freeplan(plan);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading the tensors of model \"%s\" failed: %s", info->name, SPI_result_code_string(rc));
 }
