@@ -154,7 +154,7 @@ SET min_parallel_table_scan_size = 0; SET parallel_leader_participation = on;
 SET max_parallel_workers_per_gather = $workers;
 SET transfer.blas_threads = $blas;
 SELECT 'pid', pg_backend_pid();
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $predict_query;
+EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) $predict_query;
 \timing on
 $predict_query;
 SQL
@@ -166,6 +166,16 @@ SQL
 	fi
 	t=$(awk '/^Time:/ {print $2 / 1000}' <<<"$res" | tail -n 1)
 	record "ours_predict_w${workers}_s" "$t"
+	if [ "$workers" -gt 0 ]; then
+		# images per process (the leader gets what the workers did not): a
+		# parallel scan hands out whole pages, so small tables split unevenly
+		record "ours_predict_w${workers}_busiest" "$(awk -v n="$n_val" '
+			/Parallel Seq Scan/ {scan = 1; next}
+			scan && /Worker [0-9]+: +actual rows=/ {
+				r = $0; sub(/.*actual rows=/, "", r); r += 0; done += r; if (r > max) max = r }
+			scan && !/Worker|Filter|Output|Rows Removed/ {scan = 0}
+			END {if (n - done > max) max = n - done; print max}' <<<"$res")"
+	fi
 	if [ "$workers" = 0 ]; then
 		# the backend reads its own /proc status (superuser: pg_read_file of any path)
 		rss=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL | tail -n 1
@@ -249,6 +259,9 @@ if "torch_predict_s" in med:
     print(f"throughput, images/s: torch {n_val / med['torch_predict_s']:.1f}, "
           f"ours 0 workers {n_val / med['ours_predict_w0_s']:.1f}, "
           f"2 workers {n_val / med['ours_predict_w2_s']:.1f}")
+if "ours_predict_w2_busiest" in med:
+    print(f"2 workers: the busiest of the 3 processes predicted {med['ours_predict_w2_busiest']:.0f} "
+          f"of {n_val} images (an even split is {-(-n_val // 3)})")
 if "ours_fe_cached_s" in med:
     print(f"feature_extractor with cache_features => true: {cache_epochs} epochs "
           f"{med['ours_fe_cached_s']:.2f} s, 1 epoch {med['ours_fe_cached1_s']:.2f} s "
