@@ -369,6 +369,7 @@ tl_store_load_network(int64 model_id, TlModelInfo *info)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext view_cxt;
+	TlModelInfo local;
 	tl_state_dict view;
 	const tl_tensor *conv1;
 	const tl_tensor *fc;
@@ -376,6 +377,8 @@ tl_store_load_network(int64 model_id, TlModelInfo *info)
 	tl_resnet  *net;
 	tl_error	err;
 
+	if (!info)
+		info = &local;
 	/* The tensors live only until they are in the network; info's strings are the caller's. */
 	view_cxt = AllocSetContextCreate(caller, "transfer model load", ALLOCSET_DEFAULT_SIZES);
 	read_state_dict_view(model_id, info, caller, view_cxt, &view);

@@ -59,7 +59,7 @@ tl_state_dict *tl_store_load(int64 model_id, TlModelInfo *info);
  * A new network with a model's weights loaded, for prediction: the same
  * checks as tl_store_load, without a state dict left over.  The network is
  * malloc'd and the caller's to tl_resnet_free (also when a later step
- * raises).  info is filled as by tl_store_info.
+ * raises).  info (may be NULL) is filled as by tl_store_info.
  */
 tl_resnet  *tl_store_load_network(int64 model_id, TlModelInfo *info);
 
