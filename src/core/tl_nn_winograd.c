@@ -167,8 +167,14 @@ weights_range(void *p, int64_t b0, int64_t b1, int chunk)
 					r[a * 4 + 2][o] = 0.5f * (t[a][0][o] - t[a][1][o] + t[a][2][o]);
 					r[a * 4 + 3][o] = t[a][2][o];
 				}
+			/* loops, not memcpy: 64-byte rows are cheaper inline than as calls */
 			for (int xi = 0; xi < XI; xi++)
-				memcpy(j->u + xi * plane + (int64_t) c * j->oc + o0, r[xi], (size_t) no * sizeof(float));
+			{
+				float	   *dst = j->u + xi * plane + (int64_t) c * j->oc + o0;
+
+				for (int o = 0; o < no; o++)
+					dst[o] = r[xi][o];
+			}
 		}
 	}
 }
@@ -201,7 +207,12 @@ weight_grad_range(void *p, int64_t b0, int64_t b1, int chunk)
 
 			memset(d, 0, sizeof(d));
 			for (int xi = 0; xi < XI; xi++)
-				memcpy(d[xi], j->du + xi * plane + (int64_t) c * j->oc + o0, (size_t) no * sizeof(float));
+			{
+				const float *src = j->du + xi * plane + (int64_t) c * j->oc + o0;
+
+				for (int o = 0; o < no; o++)
+					d[xi][o] = src[o];
+			}
 			/* G^T dU: columns */
 			for (int b = 0; b < 4; b++)
 				for (int o = 0; o < OB; o++)
