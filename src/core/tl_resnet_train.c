@@ -259,14 +259,44 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 	return TL_OK;
 }
 
+/*
+ * Floats of conv weights the kernels use under the current algorithm: the
+ * Winograd-transformed ones, or the im2col-packed ones.  Both buffers are
+ * reserved, but only these pages are ever touched.
+ */
+static int64_t
+conv_kernel_floats(const tl_conv_layer *conv, bool winograd)
+{
+	if (winograd && conv->wino >= 0)
+		return (int64_t) 16 * conv->cin * conv->cout;
+	if (conv->packed >= 0)
+		return (int64_t) conv->k * conv->k * conv->cin * conv->cout;
+	return 0;
+}
+
+static int64_t
+kernel_weight_floats(const tl_resnet *net)
+{
+	const bool	wino = tl_get_conv_algorithm() == TL_CONV_WINOGRAD;
+	int64_t		total = conv_kernel_floats(&net->conv1, wino);
+
+	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
+	{
+		total += conv_kernel_floats(&net->blocks[i].conv1, wino);
+		total += conv_kernel_floats(&net->blocks[i].conv2, wino);
+		if (net->blocks[i].has_downsample)
+			total += conv_kernel_floats(&net->blocks[i].ds_conv, wino);
+	}
+	return total;
+}
+
 size_t
 tl_resnet_planned_bytes(const tl_resnet *net)
 {
 	if (!net->planned)
 		return 0;
-	/* arena + parameters + gradients + the conv weights in the algorithm's layout */
-	return net->arena_bytes + (size_t) (net->nparams_total + net->grads_total + net->wpack_total
-										+ (tl_get_conv_algorithm() == TL_CONV_WINOGRAD ? net->wino_total : 0))
+	/* arena + parameters + gradients + the conv weights in the kernels' layouts */
+	return net->arena_bytes + (size_t) (net->nparams_total + net->grads_total + kernel_weight_floats(net))
 		* sizeof(float);
 }
 

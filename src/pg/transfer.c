@@ -74,7 +74,7 @@ _PG_init(void)
 	DefineCustomIntVariable("transfer.model_cache_size",
 							"Models each process keeps loaded for prediction.",
 							"Least recently used models are freed first. A 224-pixel "
-							"ResNet-18 takes about 115 MB (weights, packed weights, activations).",
+							"ResNet-18 takes about 140 MB (weights, Winograd-transformed weights, activations).",
 							&tl_guc_model_cache_size,
 							2, 1, 64,
 							PGC_USERSET, 0, NULL, NULL, NULL);
