@@ -85,7 +85,8 @@ chart(StringInfo s, int x0, const char *title, const series *tr, const series *v
 	int			ph = CHART_H - MARGIN_T - MARGIN_B;
 	double		ymax = 1;
 	int			xspan = Max(max_epoch, 1);
-	int			xstep = Max(1, (max_epoch + 9) / 10);
+	/* at most 11 ticks; in int64 because epochs are user data and may be INT_MAX */
+	int64		xstep = Max(1, ((int64) max_epoch + 9) / 10);
 	const series *all[2] = {tr, va};
 	const char *colour[2] = {"#1f77b4", "#ff7f0e"};
 	const char *name[2] = {"train", "val"};
@@ -121,13 +122,13 @@ chart(StringInfo s, int x0, const char *title, const series *tr, const series *v
 						 MARGIN_L - 6, y + 4, v);
 	}
 	/* x ticks */
-	for (int e = 0; e <= max_epoch; e += xstep)
+	for (int64 e = 0; e <= max_epoch; e += xstep)
 	{
 		double		x = MARGIN_L + (double) pw * e / xspan;
 
 		appendStringInfo(s, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"black\"/>\n",
 						 x, MARGIN_T + ph, x, MARGIN_T + ph + 4);
-		appendStringInfo(s, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"11\">%d</text>\n",
+		appendStringInfo(s, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"11\">" INT64_FORMAT "</text>\n",
 						 x, MARGIN_T + ph + 17, e);
 	}
 	appendStringInfo(s, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">epoch</text>\n",
