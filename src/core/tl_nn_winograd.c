@@ -106,6 +106,48 @@ tile_of(const wino_job *j, int64_t t, int *n, int *ty, int *tx)
 	*tx = (int) (t % j->tw);
 }
 
+/* Offsets of the 16 input pixels of tile t's 4x4 patch (NHWC input), -1 in the padding. */
+static inline void
+patch_pixels(const wino_job *j, int64_t t, int64_t *px)
+{
+	const tl_conv_shape *s = j->s;
+	int			n,
+				ty,
+				tx;
+
+	tile_of(j, t, &n, &ty, &tx);
+	for (int a = 0; a < 4; a++)
+		for (int b = 0; b < 4; b++)
+		{
+			int			ih = 2 * ty - 1 + a,
+						iw = 2 * tx - 1 + b;
+
+			px[a * 4 + b] = (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w) ? -1
+				: (((int64_t) n * s->h + ih) * s->w + iw) * s->c;
+		}
+}
+
+/* Offsets of the 4 output pixels of tile t (NHWC output), -1 past the edge. */
+static inline void
+tile_pixels(const wino_job *j, int64_t t, int64_t *px)
+{
+	const tl_conv_shape *s = j->s;
+	int			n,
+				ty,
+				tx;
+
+	tile_of(j, t, &n, &ty, &tx);
+	for (int a = 0; a < 2; a++)
+		for (int b = 0; b < 2; b++)
+		{
+			int			oh = 2 * ty + a,
+						ow = 2 * tx + b;
+
+			px[a * 2 + b] = (oh >= s->oh || ow >= s->ow) ? -1
+				: (((int64_t) n * s->oh + oh) * s->ow + ow) * s->oc;
+		}
+}
+
 /* ---- weights ---- */
 
 typedef struct weight_job
@@ -248,21 +290,9 @@ input_range(void *p, int64_t t0, int64_t t1, int chunk)
 
 	for (int64_t t = t0; t < t1; t++)
 	{
-		const float *src[XI];
-		int			n,
-					ty,
-					tx;
+		int64_t		px[XI];
 
-		tile_of(j, t, &n, &ty, &tx);
-		for (int a = 0; a < 4; a++)
-			for (int b = 0; b < 4; b++)
-			{
-				int			ih = 2 * ty - 1 + a,
-							iw = 2 * tx - 1 + b;
-
-				src[a * 4 + b] = (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w) ? NULL
-					: j->x + (((int64_t) n * s->h + ih) * s->w + iw) * C;
-			}
+		patch_pixels(j, t, px);
 		for (int c0 = 0; c0 < C; c0 += CB)
 		{
 			const int	len = C - c0 < CB ? C - c0 : CB;
@@ -270,7 +300,7 @@ input_range(void *p, int64_t t0, int64_t t1, int chunk)
 			float	   *dst = j->v + t * C + c0;
 
 			for (int i = 0; i < XI; i++)
-				q[i] = src[i] ? src[i] + c0 : zeros;
+				q[i] = px[i] < 0 ? zeros : j->x + px[i] + c0;
 #pragma GCC ivdep
 			for (int c = 0; c < len; c++)
 			{
@@ -310,21 +340,9 @@ output_range(void *p, int64_t t0, int64_t t1, int chunk)
 
 	for (int64_t t = t0; t < t1; t++)
 	{
-		float	   *dst[4];
-		int			n,
-					ty,
-					tx;
+		int64_t		px[4];
 
-		tile_of(j, t, &n, &ty, &tx);
-		for (int a = 0; a < 2; a++)
-			for (int b = 0; b < 2; b++)
-			{
-				int			oh = 2 * ty + a,
-							ow = 2 * tx + b;
-
-				dst[a * 2 + b] = (oh >= s->oh || ow >= s->ow) ? NULL
-					: j->y + (((int64_t) n * s->oh + oh) * s->ow + ow) * OC;
-			}
+		tile_pixels(j, t, px);
 		for (int c0 = 0; c0 < OC; c0 += CB)
 		{
 			const int	len = OC - c0 < CB ? OC - c0 : CB;
@@ -332,7 +350,7 @@ output_range(void *p, int64_t t0, int64_t t1, int chunk)
 			float	   *d[4];
 
 			for (int i = 0; i < 4; i++)
-				d[i] = dst[i] ? dst[i] + c0 : sink[i];
+				d[i] = px[i] < 0 ? sink[i] : j->y + px[i] + c0;
 #pragma GCC ivdep
 			for (int c = 0; c < len; c++)
 			{
@@ -363,21 +381,9 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 
 	for (int64_t t = t0; t < t1; t++)
 	{
-		const float *src[4];
-		int			n,
-					ty,
-					tx;
+		int64_t		px[4];
 
-		tile_of(j, t, &n, &ty, &tx);
-		for (int a = 0; a < 2; a++)
-			for (int b = 0; b < 2; b++)
-			{
-				int			oh = 2 * ty + a,
-							ow = 2 * tx + b;
-
-				src[a * 2 + b] = (oh >= s->oh || ow >= s->ow) ? NULL
-					: j->dy + (((int64_t) n * s->oh + oh) * s->ow + ow) * OC;
-			}
+		tile_pixels(j, t, px);
 		for (int c0 = 0; c0 < OC; c0 += CB)
 		{
 			const int	len = OC - c0 < CB ? OC - c0 : CB;
@@ -385,7 +391,7 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 			float	   *dst = j->m + t * OC + c0;
 
 			for (int i = 0; i < 4; i++)
-				g[i] = src[i] ? src[i] + c0 : zeros;
+				g[i] = px[i] < 0 ? zeros : j->dy + px[i] + c0;
 #pragma GCC ivdep
 			for (int c = 0; c < len; c++)
 			{
@@ -425,17 +431,9 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 		for (int tx = 0; tx < j->tw; tx++)
 		{
 			int64_t		t = ((int64_t) n * j->th + ty) * j->tw + tx;
-			float	   *dst[XI];
+			int64_t		px[XI];
 
-			for (int a = 0; a < 4; a++)
-				for (int b = 0; b < 4; b++)
-				{
-					int			ih = 2 * ty - 1 + a,
-								iw = 2 * tx - 1 + b;
-
-					dst[a * 4 + b] = (ih < 0 || ih >= s->h || iw < 0 || iw >= s->w) ? NULL
-						: j->y + (((int64_t) n * s->h + ih) * s->w + iw) * C;
-				}
+			patch_pixels(j, t, px);
 			for (int c0 = 0; c0 < C; c0 += CB)
 			{
 				const int	len = C - c0 < CB ? C - c0 : CB;
@@ -443,7 +441,7 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 				float	   *d[XI];
 
 				for (int i = 0; i < XI; i++)
-					d[i] = dst[i] ? dst[i] + c0 : sink[i];
+					d[i] = px[i] < 0 ? sink[i] : j->y + px[i] + c0;
 #pragma GCC ivdep
 				for (int c = 0; c < len; c++)
 				{

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "float_util.h"
 #include "tap.h"
 #include "tl_nn.h"
 #include "tl_resnet.h"
@@ -28,11 +29,7 @@ static tl_rng rng;
 static float *
 randn(int64_t n, double scale)
 {
-	float	   *v = malloc(sizeof(float) * (size_t) (n ? n : 1));
-
-	for (int64_t i = 0; i < n; i++)
-		v[i] = (float) ((2.0 * tl_rng_uniform(&rng) - 1.0) * scale);
-	return v;
+	return rand_floats(&rng, n, scale);
 }
 
 static double
@@ -45,16 +42,6 @@ dot(const float *a, const float *b, int64_t n)
 	return s;
 }
 
-static double
-max_abs(const float *v, int64_t n)
-{
-	double		m = 0;
-
-	for (int64_t i = 0; i < n; i++)
-		if (fabs(v[i]) > m)
-			m = fabs(v[i]);
-	return m;
-}
 
 /* Generic checker: loss() evaluates L for the current contents of var. */
 typedef double (*loss_fn) (void *ctx);

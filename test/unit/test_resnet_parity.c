@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "file_util.h"
+#include "float_util.h"
 #include "tap.h"
 #include "tl_checkpoint.h"
 #include "tl_resnet.h"
@@ -122,16 +123,6 @@ rel_l2(const float *a, const float *b, int64_t n)
 	return r > 0 ? sqrt(d / r) : (d == 0 ? 0 : INFINITY);
 }
 
-static double
-max_abs(const float *v, int64_t n)
-{
-	double		m = 0;
-
-	for (int64_t i = 0; i < n; i++)
-		if (fabs(v[i]) > m)
-			m = fabs(v[i]);
-	return m;
-}
 
 /*
  * Check one tensor: against the float64 twin "f64.<key>" if the fixture has

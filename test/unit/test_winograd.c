@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "float_util.h"
 #include "tap.h"
 #include "tl_nn.h"
 #include "tl_resnet.h"
@@ -28,22 +29,7 @@ static tl_rng rng;
 static float *
 randu(int64_t n, double scale)
 {
-	float	   *v = malloc(sizeof(float) * (size_t) (n ? n : 1));
-
-	for (int64_t i = 0; i < n; i++)
-		v[i] = (float) ((2.0 * tl_rng_uniform(&rng) - 1.0) * scale);
-	return v;
-}
-
-static double
-max_abs(const float *v, int64_t n)
-{
-	double		m = 0;
-
-	for (int64_t i = 0; i < n; i++)
-		if (fabs(v[i]) > m)
-			m = fabs(v[i]);
-	return m;
+	return rand_floats(&rng, n, scale);
 }
 
 /* largest |a - b| relative to the largest |b| */
