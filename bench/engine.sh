@@ -6,6 +6,7 @@
 # medians over several runs.
 #
 #   bench/engine.sh [threads=2] [repetitions=10] [runs=3]
+#   TL_CONV_ALGORITHM=im2col bench/engine.sh ...   our side without Winograd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}

@@ -7,6 +7,9 @@
  * on the machine.  Not a test.
  *
  *   engine_bench [threads] [repetitions]
+ *
+ * TL_CONV_ALGORITHM=im2col selects the plain GEMM 3x3 convolutions
+ * (default: winograd, as transfer.conv_algorithm).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +85,8 @@ main(int argc, char **argv)
 	if (reps < 1)
 		reps = 1;
 	tl_set_num_threads(threads);
+	if (getenv("TL_CONV_ALGORITHM") && strcmp(getenv("TL_CONV_ALGORITHM"), "im2col") == 0)
+		tl_set_conv_algorithm(TL_CONV_IM2COL);
 	tl_rng_seed(&rng, 1);
 	for (int i = 0; i < N * S * S * 3; i++)
 		x[i] = (float) (2.0 * tl_rng_uniform(&rng) - 1.0);
