@@ -97,11 +97,13 @@ start_rss_poll() {
 		while :; do
 			for p in /proc/[0-9]*; do
 				cmd=""
-				IFS= read -r -d '' cmd <"$p/cmdline" 2>/dev/null || true	# no NUL: read fails, cmd is set
+				# 2>/dev/null first: the process may be gone (and read fails
+				# without a NUL, with cmd set)
+				IFS= read -r -d '' cmd 2>/dev/null <"$p/cmdline" || true
 				[[ $cmd == *"transfer training worker"* ]] || continue
 				while read -r key value _; do
 					[ "$key" = VmHWM: ] && echo "$value" >>"$file"
-				done <"$p/status" 2>/dev/null || true	# it may just have exited
+				done 2>/dev/null <"$p/status" || true
 			done
 			sleep 0.5
 		done
