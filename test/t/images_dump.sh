@@ -8,23 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-failed=0
-ok() {				# ok CONDITION-EXIT-STATUS DESCRIPTION
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-	fi
-}
-is() {				# is GOT EXPECTED DESCRIPTION
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2"
-}
 q() { tl_psql -At "$@"; }
 
 echo "1..16"
@@ -97,8 +82,8 @@ for db in tl_dump_custom tl_dump_plain; do
 	is "$got" "$(( $(q -d $src -c 'SELECT max(id) FROM tl_images') + 1 ))" "$db: new rows get fresh ids"
 done
 
-[ -n "${TL_KEEP:-}" ] && exit $(( failed > 0 ))
+[ -n "${TL_KEEP:-}" ] && tap_exit
 for db in $src tl_dump_custom tl_dump_plain; do dropdb "$db"; done
 dropuser tl_dump_reader
 rm -rf "$work"
-exit $(( failed > 0 ))
+tap_exit

@@ -7,18 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-failed=0
-ok() {
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-is() {
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2"
-}
 q() { tl_psql -At "$@"; }
 
 echo "1..6"
@@ -67,4 +57,4 @@ is "$(q -d $db -c "SELECT count(*) FROM tl_images WHERE dataset = 'secret'")" 0 
 
 dropdb $db
 rm -rf "$work"
-exit $(( failed > 0 ))
+tap_exit

@@ -6,18 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-failed=0
-ok() {
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-is() {
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:\n%s\n#   expected:\n%s\n' "$(sed 's/^/#     /' <<<"$1")" "$(sed 's/^/#     /' <<<"$2")"
-}
 q() { tl_psql -At "$@"; }
 rows() {			# rows DB DATASET: split/label/name and md5 of every image
 	q -d "$1" -c "SELECT split || '/' || label || '/' || name || ' ' || md5(img)
@@ -90,4 +80,4 @@ dropdb tl_load_folder_bare
 dropdb $db
 dropuser tl_loader
 rm -rf "$work"
-exit $(( failed > 0 ))
+tap_exit

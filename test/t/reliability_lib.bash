@@ -1,5 +1,5 @@
-# reliability_lib.bash - TAP helpers and a crash watch for the reliability
-# tests in test/t (hostile_*.sh, dump_all.sh).  Source it after
+# reliability_lib.bash - a crash watch (and tap.bash's TAP helpers) for the
+# reliability tests in test/t (hostile_*.sh, dump_all.sh).  Source it after
 # scripts/pgcluster.sh; prove runs only *.sh, so this file is not a test.
 #
 #   ok STATUS DESCRIPTION   a TAP line from an exit status
@@ -13,24 +13,8 @@
 #                           start time stays the same), and the server log
 #                           written since the start has no crash report
 
-tap_n=0
-tap_failed=0
-ok() {
-	tap_n=$((tap_n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $tap_n - $2"
-	else
-		echo "not ok $tap_n - $2"
-		tap_failed=$((tap_failed + 1))
-	fi
-}
-is() {
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || { echo "got:      $1"; echo "expected: $2"; } | head -n 40 | sed 's/^/#   /'
-}
+. "$(dirname "${BASH_SOURCE[0]}")/tap.bash"
 q() { tl_psql -At "$@"; }
-tap_exit() { exit $(( tap_failed > 0 )); }
 
 crash_watch_start() {
 	watch_start_time=$(q -c 'SELECT pg_postmaster_start_time()')

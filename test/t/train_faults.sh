@@ -11,23 +11,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-failed=0
-ok() {				# ok CONDITION-EXIT-STATUS DESCRIPTION
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-	fi
-}
-is() {				# is GOT EXPECTED DESCRIPTION
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2"
-}
 db=tl_train_faults
 q() { tl_psql -At -d "$db" "$@"; }
 # wait_for SQL SECONDS: poll until the query returns t
@@ -188,4 +173,4 @@ is "$(echo "$slots_out" | sed -n 's/^after //p')" "0 0" "the rolled-back holder 
 
 dropdb "$db" >/dev/null 2>&1
 ok $? "dropped the test database"
-[ $failed -eq 0 ]
+tap_exit

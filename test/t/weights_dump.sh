@@ -7,17 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-ok() {				# ok EXIT-STATUS DESCRIPTION
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi
-}
-is() {				# is GOT EXPECTED DESCRIPTION
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2"
-}
 q() { tl_psql -X -At "$@"; }
 
 echo "1..9"

@@ -7,12 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
-n=0
-ok() {				# ok EXIT-STATUS DESCRIPTION
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi
-}
 db=tl_weights_pretrained
 work=$TL_REPO/build/test-data/weights-pretrained
 rm -rf "$work" && mkdir -p "$work/torch" "$work/dl"

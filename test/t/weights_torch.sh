@@ -10,6 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
+. test/t/tap.bash
 
 PY=/usr/bin/python3
 if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
@@ -17,16 +18,6 @@ if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
 	exit 0
 fi
 
-n=0
-ok() {				# ok EXIT-STATUS DESCRIPTION
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi
-}
-is() {				# is GOT EXPECTED DESCRIPTION
-	[ "$1" = "$2" ]
-	ok $? "$3"
-	[ "$1" = "$2" ] || printf '#   got:      %s\n#   expected: %s\n' "$1" "$2"
-}
 db=tl_weights_torch
 q() { tl_psql -X -At -d $db "$@"; }
 
