@@ -111,6 +111,14 @@ run_model(tl_cached_model *m)
 	tl_error_clear(&err);
 	if (tl_resnet_predict(m->net, m->input, 1, m->probs, &err) != TL_OK)
 		tl_pg_raise(&err, psprintf("predicting with model \"%s\"", m->name));
+	/* NaN or infinite weights give NaN scores: say so rather than pick a class */
+	for (int i = 0; i < m->num_classes; i++)
+		if (!isfinite(m->probs[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("model \"%s\" produced a non-finite score for class \"%s\"",
+							m->name, m->classes[i]),
+					 errhint("Its weights contain NaN or infinite values, or values large enough to overflow; import or train it again.")));
 }
 
 /* torch.argmax: the first index of the largest value. */

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/reliability_lib.bash
 
-echo "1..15"
+echo "1..16"
 
 db=tl_hostile_ckpt
 work=$TL_REPO/build/test-data/hostile-checkpoints
@@ -157,6 +157,12 @@ bad=$(k=0; for t in "${tamper_cases[@]}"; do
 	done
 done)
 is "$bad" "" "tampered stored models (${#tamper_cases[@]} kinds): tl_predict, tl_predict_proba and tl_export refuse them with a clear error or work"
+# NaN weights: a named error, not a class picked from NaN scores (nor a jsonb syntax error)
+m=$(q -d $db -c "SELECT tl_import_weights('nan-weights', pg_read_binary_file('$work/tiny.pth'), '{ants,bees,wasps}')")
+q -d $db -c "UPDATE tl_model_tensors SET data = decode(repeat('0000c07f', length(data) / 4), 'hex') WHERE model_id = $m AND key = 'fc.weight'" >/dev/null
+is "$(q -d $db -c "SELECT try(\$q\$SELECT tl_predict($img, 'nan-weights')\$q\$)") | $(q -d $db -c "SELECT try(\$q\$SELECT tl_predict_proba($img, 'nan-weights')\$q\$)")" \
+	"XX001 model \"nan-weights\" produced a non-finite score for class \"ants\" | XX001 model \"nan-weights\" produced a non-finite score for class \"ants\"" \
+	"a model with NaN weights: tl_predict and tl_predict_proba say so (XX001)"
 
 crash_watch_check "after $(( n_mutations + 2 * $(echo "$files" | wc -l) )) hostile checkpoints"
 
