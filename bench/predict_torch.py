@@ -10,33 +10,18 @@ forward pass of torchvision's resnet18 in eval mode and the argmax.  Prints
 "images seconds" and then one "name class" line per image.
 """
 import io
-import json
 import os
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.models import resnet18
 
+from torch_tutorial import read_safetensors  # bench/: one safetensors reader
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (hlen,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hlen])
-    base = 8 + hlen
-    sd = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(data[base + a:base + b], dtype=np.float32).reshape(info["shape"])
-        sd[name] = torch.from_numpy(arr.copy())
-    return sd
+
 
 
 def main():

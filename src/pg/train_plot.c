@@ -77,6 +77,18 @@ nice_ceiling(double v)
 	return 10 * p;
 }
 
+/* Epoch i of a series as a value (non-finite drawn at the top) and its plot position. */
+static void
+point(const series *sr, int i, bool is_acc, int pw, int ph, int xspan, double ymax,
+	  double *v, double *x, double *y)
+{
+	*v = is_acc ? sr->acc[i] : sr->loss[i];
+	if (!isfinite(*v))
+		*v = ymax;
+	*x = MARGIN_L + (double) pw * sr->epoch[i] / xspan;
+	*y = MARGIN_T + ph - ph * Min(Max(*v / ymax, 0), 1);
+}
+
 static void
 chart(StringInfo s, int x0, const char *title, const series *tr, const series *va,
 	  bool is_acc, int max_epoch)
@@ -144,25 +156,21 @@ chart(StringInfo s, int x0, const char *title, const series *tr, const series *v
 						 colour[k], k == 1 ? " stroke-dasharray=\"6,3\"" : "");
 		for (int i = 0; i < sr->n; i++)
 		{
-			double		v = is_acc ? sr->acc[i] : sr->loss[i];
-			double		x = MARGIN_L + (double) pw * sr->epoch[i] / xspan;
-			double		y;
+			double		v,
+						x,
+						y;
 
-			if (!isfinite(v))
-				v = ymax;
-			y = MARGIN_T + ph - ph * Min(Max(v / ymax, 0), 1);
+			point(sr, i, is_acc, pw, ph, xspan, ymax, &v, &x, &y);
 			appendStringInfo(s, "%s%.1f,%.1f", i ? " " : "", x, y);
 		}
 		appendStringInfoString(s, "\"/>\n");
 		for (int i = 0; i < sr->n; i++)
 		{
-			double		v = is_acc ? sr->acc[i] : sr->loss[i];
-			double		x = MARGIN_L + (double) pw * sr->epoch[i] / xspan;
-			double		y;
+			double		v,
+						x,
+						y;
 
-			if (!isfinite(v))
-				v = ymax;
-			y = MARGIN_T + ph - ph * Min(Max(v / ymax, 0), 1);
+			point(sr, i, is_acc, pw, ph, xspan, ymax, &v, &x, &y);
 			appendStringInfo(s, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>%s epoch %d: %.4f</title></circle>\n",
 							 x, y, colour[k], name[k], sr->epoch[i], v);
 		}
