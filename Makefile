@@ -9,8 +9,12 @@
 EXTENSION = transfer
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
-CORE_SRCS = $(sort $(wildcard src/core/*.c))
-PG_SRCS   = $(sort $(wildcard src/pg/*.c))
+# Sources are found by folder: src/core/ (and its concern folders) never
+# includes a PostgreSQL header; src/pg/ is the layer over it.
+CORE_SRCS = $(sort $(shell find src/core -name '*.c'))
+PG_SRCS   = $(sort $(shell find src/pg -name '*.c'))
+CORE_HDRS = $(shell find src/core -name '*.h')
+PG_HDRS   = $(shell find src/pg -name '*.h')
 
 MODULE_big = transfer
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
@@ -41,7 +45,7 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild every object when a header
 # changes, so a rebase that changes a struct can't leave stale objects behind.
-$(OBJS): $(wildcard src/core/*.h src/pg/*.h)
+$(OBJS): $(CORE_HDRS) $(PG_HDRS)
 
 $(DATA_built): $(SQL_PARTS) $(EXTENSION).control
 	cat $(SQL_PARTS) > $@
@@ -59,7 +63,7 @@ endif
 UNIT_TESTS   = $(patsubst test/unit/%.c,$(UNIT_DIR)/%,$(sort $(wildcard test/unit/test_*.c)))
 UNIT_CORE_OBJS = $(patsubst src/core/%.c,$(UNIT_DIR)/core/%.o,$(CORE_SRCS))
 
-$(UNIT_DIR)/core/%.o: src/core/%.c $(wildcard src/core/*.h)
+$(UNIT_DIR)/core/%.o: src/core/%.c $(CORE_HDRS)
 	@mkdir -p $(dir $@)
 	$(UNIT_CC) $(UNIT_CFLAGS) -c -o $@ $<
 
