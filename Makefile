@@ -60,14 +60,15 @@ UNIT_DIR     = build/unit-asan
 else
 UNIT_DIR     = build/unit
 endif
-UNIT_TESTS   = $(patsubst test/unit/%.c,$(UNIT_DIR)/%,$(sort $(wildcard test/unit/test_*.c)))
+# test/unit mirrors src/core: test/unit/nn/test_x.c tests src/core/nn/.
+UNIT_TESTS   = $(patsubst test/unit/%.c,$(UNIT_DIR)/%,$(sort $(shell find test/unit -name 'test_*.c')))
 UNIT_CORE_OBJS = $(patsubst src/core/%.c,$(UNIT_DIR)/core/%.o,$(CORE_SRCS))
 
 $(UNIT_DIR)/core/%.o: src/core/%.c $(CORE_HDRS)
 	@mkdir -p $(dir $@)
 	$(UNIT_CC) $(UNIT_CFLAGS) -c -o $@ $<
 
-$(UNIT_DIR)/test_%: test/unit/test_%.c $(UNIT_CORE_OBJS) $(wildcard test/unit/*.h)
+$(UNIT_TESTS): $(UNIT_DIR)/%: test/unit/%.c $(UNIT_CORE_OBJS) $(wildcard test/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ $< $(UNIT_CORE_OBJS) $(UNIT_LIBS)
 

@@ -14,7 +14,7 @@ reps=${2:-10}
 runs=${3:-3}
 mkdir -p build/bench
 gcc -O3 -march=native -std=gnu11 -Isrc/core -o build/bench/engine_bench \
-	bench/engine_bench.c $(ls src/core/*.c) -lopenblas -ljpeg -lpng -lz -lm -lpthread
+	bench/engine_bench.c $(find src/core -name "*.c")  -lopenblas -ljpeg -lpng -lz -lm -lpthread
 
 have_torch=0
 /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null && have_torch=1

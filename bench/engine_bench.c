@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tl_resnet.h"
+#include "nn/tl_resnet.h"
 
 #define FWD_GFLOP_224 3.63			/* one image, forward */
 

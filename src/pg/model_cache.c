@@ -26,7 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "model_cache.h"
-#include "tl_image.h"
+#include "image/tl_image.h"
 #include "model_store.h"
 #include "pg_error.h"
 #include "transfer_pg.h"

@@ -21,7 +21,7 @@
 #include "datatype/timestamp.h"
 #include "storage/itemptr.h"
 
-#include "tl_resnet.h"
+#include "nn/tl_resnet.h"
 
 typedef struct tl_cached_model
 {

@@ -21,8 +21,8 @@
 
 #include "model_store.h"
 #include "pg_error.h"
-#include "tl_checkpoint.h"
-#include "tl_resnet.h"
+#include "checkpoint/tl_checkpoint.h"
+#include "nn/tl_resnet.h"
 
 /* The extension's schema, quoted, allocated in the current context. */
 static char *

@@ -18,7 +18,7 @@
 
 #include "utils/jsonb.h"
 
-#include "tl_resnet.h"
+#include "nn/tl_resnet.h"
 #include "tl_tensor.h"
 
 /* What a model row says about its network and classes (palloc'd in the caller's context). */

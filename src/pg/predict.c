@@ -27,7 +27,7 @@
 
 #include "model_cache.h"
 #include "pg_error.h"
-#include "tl_image.h"
+#include "image/tl_image.h"
 #include "transfer_pg.h"
 
 PG_FUNCTION_INFO_V1(tl_predict);

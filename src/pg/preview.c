@@ -28,7 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_error.h"
-#include "tl_image.h"
+#include "image/tl_image.h"
 #include "tl_rng.h"
 #include "transfer_pg.h"
 

@@ -46,7 +46,7 @@
 
 #include "model_store.h"
 #include "pg_error.h"
-#include "tl_image.h"
+#include "image/tl_image.h"
 #include "train.h"
 #include "transfer_pg.h"
 

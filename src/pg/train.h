@@ -12,8 +12,8 @@
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 
-#include "tl_image.h"
-#include "tl_resnet.h"
+#include "image/tl_image.h"
+#include "nn/tl_resnet.h"
 
 /* bgw_type: what pg_stat_activity.backend_type shows for a training worker. */
 #define TL_TRAIN_WORKER_TYPE "transfer training worker"

@@ -16,7 +16,7 @@
 #include "postgres.h"
 
 #include "pg_error.h"
-#include "tl_nn.h"
+#include "nn/tl_resnet.h"
 #include "train.h"
 #include "transfer_pg.h"
 

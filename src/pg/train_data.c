@@ -25,7 +25,7 @@
 #include "utils/lsyscache.h"
 
 #include "pg_error.h"
-#include "tl_image.h"
+#include "image/tl_image.h"
 #include "train.h"
 #include "transfer_pg.h"
 

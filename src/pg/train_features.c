@@ -23,8 +23,8 @@
 #include "miscadmin.h"
 
 #include "pg_error.h"
-#include "tl_image.h"
-#include "tl_nn.h"
+#include "image/tl_image.h"
+#include "nn/tl_resnet.h"
 #include "train.h"
 
 struct tl_feature_cache

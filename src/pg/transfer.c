@@ -10,8 +10,8 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "tl_image.h"
-#include "tl_resnet.h"
+#include "image/tl_image.h"
+#include "nn/tl_resnet.h"
 #include "transfer_pg.h"
 
 PG_MODULE_MAGIC;

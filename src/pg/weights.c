@@ -23,7 +23,7 @@
 
 #include "model_store.h"
 #include "pg_error.h"
-#include "tl_checkpoint.h"
+#include "checkpoint/tl_checkpoint.h"
 
 PG_FUNCTION_INFO_V1(tl_import_weights);
 PG_FUNCTION_INFO_V1(tl_import_weights_file);

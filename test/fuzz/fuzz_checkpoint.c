@@ -8,12 +8,12 @@
  * arbitrary shapes and names.  Run by test/t/weights_fuzz.sh:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       test/fuzz/fuzz_checkpoint.c src/core/tl_{checkpoint,checkpoint_torch,safetensors,zip,pickle,tensor,error}.c -lz
+ *       test/fuzz/fuzz_checkpoint.c src/core/checkpoint/*.c src/core/tl_{tensor,error}.c -lz
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "tl_checkpoint.h"
+#include "checkpoint/tl_checkpoint.h"
 
 /* Small limits keep the fuzzer's memory in check; the parsing paths are the same. */
 static const tl_ckpt_limits fuzz_limits = {

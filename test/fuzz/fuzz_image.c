@@ -2,7 +2,7 @@
  * fuzz_image.c - libFuzzer harness for the image decoder and transforms.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc/core \
- *       test/fuzz/fuzz_image.c src/core/tl_image*.c src/core/tl_error.c \
+ *       test/fuzz/fuzz_image.c src/core/image/*.c src/core/tl_error.c \
  *       src/core/tl_rng.c -ljpeg -lpng -lm -o build/fuzz/fuzz_image
  *   build/fuzz/fuzz_image -max_total_time=60 CORPUS_DIR test/fuzz/corpus/image
  *
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tl_image.h"
+#include "image/tl_image.h"
 
 #define FUZZ_MAX_PIXELS (4 * 1024 * 1024)
 #define FUZZ_SIZE 24

@@ -4,7 +4,7 @@
 # plus a 1000-class forward.  The references are computed now by
 # test/scripts/make_engine_fixtures.py (too large to commit) and checked by
 # the same C program as the committed small cases; tolerances are stated in
-# test/unit/test_resnet_parity.c.  Skipped (TAP) when torch is not importable.
+# test/unit/nn/test_resnet_parity.c.  Skipped (TAP) when torch is not importable.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,11 +27,11 @@ if [ "$(cat "$out/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$out/full_forwar
 	fi
 	echo "$stamp" >"$out/stamp"
 fi
-if ! make -s build/unit/test_resnet_parity >"$out/build.log" 2>&1; then
+if ! make -s build/unit/nn/test_resnet_parity >"$out/build.log" 2>&1; then
 	echo "1..1"
 	echo "not ok 1 - build the parity test"
 	sed 's/^/# /' "$out/build.log"
 	exit 1
 fi
-exec build/unit/test_resnet_parity "$out"/full_feature.safetensors \
+exec build/unit/nn/test_resnet_parity "$out"/full_feature.safetensors \
 	"$out"/full_finetune.safetensors "$out"/full_forward1000.safetensors

@@ -15,7 +15,7 @@ if ! command -v "$CC" >/dev/null 2>&1; then
 fi
 echo "1..2"
 if "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-std=gnu11 -Isrc/core test/fuzz/fuzz_image.c src/core/tl_image*.c src/core/tl_error.c \
+	-std=gnu11 -Isrc/core test/fuzz/fuzz_image.c src/core/image/*.c src/core/tl_error.c \
 	src/core/tl_rng.c -ljpeg -lpng -lm -o "$out/fuzz_image" 2>"$out/fuzz_image.build.log"; then
 	echo "ok 1 - fuzz_image builds"
 else

@@ -14,7 +14,7 @@ rm -rf "$dir"
 if ! /usr/bin/python3 test/scripts/make_bad_images.py "$dir" 2>/dev/null; then
 	echo "1..1"; echo "not ok 1 - make the hostile image corpus"; exit 1
 fi
-if ! make -s build/unit-asan/test_image_hostile SANITIZE=1 >&2; then
+if ! make -s build/unit-asan/image/test_image_hostile SANITIZE=1 >&2; then
 	echo "1..1"; echo "not ok 1 - build test_image_hostile with sanitizers"; exit 1
 fi
-TL_BAD_IMAGES=$dir exec build/unit-asan/test_image_hostile
+TL_BAD_IMAGES=$dir exec build/unit-asan/image/test_image_hostile

@@ -22,7 +22,7 @@ refs=build/image_dataset_refs.txt
 if ! /usr/bin/python3 test/scripts/make_image_fixtures.py --dataset-refs "$refs" "$data" 2>/dev/null; then
 	echo "1..1"; echo "not ok 1 - torchvision references for the dataset"; exit 1
 fi
-if ! make -s build/unit/test_image_dataset >&2; then
+if ! make -s build/unit/image/test_image_dataset >&2; then
 	echo "1..1"; echo "not ok 1 - build test_image_dataset"; exit 1
 fi
-TL_IMAGE_DATASET_REFS=$refs TL_HYMENOPTERA=$data exec build/unit/test_image_dataset
+TL_IMAGE_DATASET_REFS=$refs TL_HYMENOPTERA=$data exec build/unit/image/test_image_dataset

@@ -13,8 +13,7 @@ out=build/fuzz
 bin=$out/fuzz_checkpoint
 mkdir -p "$out/corpus-checkpoint"
 
-srcs="src/core/tl_checkpoint.c src/core/tl_checkpoint_torch.c src/core/tl_safetensors.c
-      src/core/tl_zip.c src/core/tl_pickle.c src/core/tl_tensor.c src/core/tl_error.c"
+srcs="$(echo src/core/checkpoint/*.c) src/core/tl_tensor.c src/core/tl_error.c"
 if ! command -v clang >/dev/null ||
 	! clang -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-Isrc/core test/fuzz/fuzz_checkpoint.c $srcs -lz -o "$bin" 2>"$out/build.log"; then

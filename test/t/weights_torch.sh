@@ -63,13 +63,13 @@ export_to r18-2 pth "$work/r18-2.export.pth" &&
 ok $? "2-class model: resnet18(num_classes=2) loads the export strictly, bits equal"
 
 # Logits: torch on the original file, the engine on what tl_export gave back.
-make -s build/unit/test_checkpoint_logits >/dev/null
+make -s build/unit/checkpoint/test_checkpoint_logits >/dev/null
 logits() {			# logits ORIGINAL CLASSES EXPORT
 	local dir=$work/logits-$2 ext=${3##*.}
 	mkdir -p "$dir" && cp "$3" "$dir/model.$ext" &&
 		$PY test/scripts/check_weights_export.py batch "$1" "$2" "$dir"
 	ok $? "torch logits of $(basename "$1") on a seeded 3 x 224 x 224 batch"
-	TL_LOGITS_DIR="$dir" TL_LOGITS_MODEL=model.$ext build/unit/test_checkpoint_logits >"$dir/tap" 2>&1
+	TL_LOGITS_DIR="$dir" TL_LOGITS_MODEL=model.$ext build/unit/checkpoint/test_checkpoint_logits >"$dir/tap" 2>&1
 	local status=$?
 	sed 's/^/# /' "$dir/tap"
 	ok $status "engine logits from the exported .$ext equal torch's ($2 classes)"

@@ -17,9 +17,9 @@
 
 #include "image_util.h"
 #include "tap.h"
-#include "tl_checkpoint.h"
-#include "tl_image.h"
-#include "tl_resnet.h"
+#include "checkpoint/tl_checkpoint.h"
+#include "image/tl_image.h"
+#include "nn/tl_resnet.h"
 
 #define REFS "test/fixtures/predict/refs.txt"
 #define TOL 1e-5

@@ -1,0 +1,234 @@
+/*
+ * tl_parallel.c - the process's compute thread count and a small pool.
+ *
+ * Thread counts are explicit: nothing here reads OPENBLAS_NUM_THREADS or
+ * starts threads at load time, so a forked PostgreSQL backend only gets the
+ * threads its setting asks for.  All compute threads are this pool's:
+ * OpenBLAS is kept single-threaded and called from the pool's threads.  The pool is created on first use and
+ * remembers the pid that created it: a forked child (a PostgreSQL backend
+ * forked from the postmaster) has no copies of the parent's threads, so it
+ * abandons the inherited pool state and builds its own.
+ */
+#include "tl_nn_internal.h"
+#include "tl_resnet.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* OpenBLAS's own API; declared here to avoid depending on cblas.h variants. */
+extern void openblas_set_num_threads(int num_threads);
+
+static int	tl_num_threads = 1;
+static pid_t tl_blas_pinned_pid;
+
+typedef struct tl_pool
+{
+	pthread_mutex_t lock;
+	pthread_cond_t work;		/* workers wait for a new generation */
+	pthread_cond_t done;		/* the caller waits for pending == 0 */
+	pthread_t	threads[TL_MAX_THREADS];
+	int			nworkers;		/* threads besides the caller */
+	pid_t		owner;
+	uint64_t	generation;
+	bool		shutdown;
+	/* the job of the current generation */
+	tl_range_fn fn;
+	void	   *ctx;
+	int64_t		n;
+	int			nchunks;
+	int			pending;
+} tl_pool;
+
+typedef struct tl_worker_arg
+{
+	tl_pool    *pool;
+	int			index;			/* worker i runs chunk i + 1 */
+} tl_worker_arg;
+
+static tl_pool *tl_the_pool;
+static tl_worker_arg tl_worker_args[TL_MAX_THREADS];
+static __thread bool tl_in_worker;
+
+static inline void
+chunk_range(int64_t n, int nchunks, int i, int64_t *begin, int64_t *end)
+{
+	*begin = n * i / nchunks;
+	*end = n * (i + 1) / nchunks;
+}
+
+static void *
+worker_main(void *p)
+{
+	tl_worker_arg *arg = p;
+	tl_pool    *pool = arg->pool;
+	uint64_t	seen = 0;
+
+	tl_in_worker = true;
+	pthread_mutex_lock(&pool->lock);
+	for (;;)
+	{
+		while (!pool->shutdown && pool->generation == seen)
+			pthread_cond_wait(&pool->work, &pool->lock);
+		if (pool->shutdown)
+			break;
+		seen = pool->generation;
+		if (arg->index + 1 < pool->nchunks)
+		{
+			tl_range_fn fn = pool->fn;
+			void	   *ctx = pool->ctx;
+			int64_t		b,
+						e;
+
+			chunk_range(pool->n, pool->nchunks, arg->index + 1, &b, &e);
+			pthread_mutex_unlock(&pool->lock);
+			fn(ctx, b, e, arg->index + 1);
+			pthread_mutex_lock(&pool->lock);
+			if (--pool->pending == 0)
+				pthread_cond_signal(&pool->done);
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return NULL;
+}
+
+static void
+pool_destroy(tl_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	pool->shutdown = true;
+	pthread_cond_broadcast(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+	for (int i = 0; i < pool->nworkers; i++)
+		pthread_join(pool->threads[i], NULL);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->work);
+	pthread_cond_destroy(&pool->done);
+	free(pool);
+}
+
+/* A pool with nthreads - 1 workers, or NULL (then work runs on the caller). */
+static tl_pool *
+pool_create(int nthreads)
+{
+	tl_pool    *pool = calloc(1, sizeof(*pool));
+
+	if (!pool)
+		return NULL;
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_cond_init(&pool->work, NULL);
+	pthread_cond_init(&pool->done, NULL);
+	pool->owner = getpid();
+	for (int i = 0; i < nthreads - 1; i++)
+	{
+		tl_worker_args[i].pool = pool;
+		tl_worker_args[i].index = i;
+		if (pthread_create(&pool->threads[i], NULL, worker_main, &tl_worker_args[i]) != 0)
+			break;
+		pool->nworkers++;
+	}
+	return pool;
+}
+
+static tl_pool *
+pool_get(void)
+{
+	tl_pool    *pool = tl_the_pool;
+
+	if (pool && pool->owner != getpid())
+	{
+		/*
+		 * Inherited across fork: the threads do not exist here and the
+		 * mutex may be in any state, so leave the memory alone and start
+		 * over.
+		 */
+		pool = tl_the_pool = NULL;
+	}
+	if (pool && pool->nworkers != tl_num_threads - 1)
+	{
+		pool_destroy(pool);
+		pool = tl_the_pool = NULL;
+	}
+	if (!pool && tl_num_threads > 1)
+		pool = tl_the_pool = pool_create(tl_num_threads);
+	return pool;
+}
+
+int
+tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx)
+{
+	tl_pool    *pool;
+	int			nchunks;
+	int64_t		b,
+				e;
+
+	if (n <= 0)
+		return 0;
+	if (grain < 1)
+		grain = 1;
+	nchunks = tl_num_threads;
+	if (n / grain < nchunks)
+		nchunks = (int) (n / grain);
+	if (nchunks <= 1 || tl_in_worker || (pool = pool_get()) == NULL)
+	{
+		fn(ctx, 0, n, 0);
+		return 1;
+	}
+	if (nchunks > pool->nworkers + 1)
+		nchunks = pool->nworkers + 1;
+
+	pthread_mutex_lock(&pool->lock);
+	pool->fn = fn;
+	pool->ctx = ctx;
+	pool->n = n;
+	pool->nchunks = nchunks;
+	pool->pending = nchunks - 1;
+	pool->generation++;
+	pthread_cond_broadcast(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+
+	chunk_range(n, nchunks, 0, &b, &e);
+	fn(ctx, b, e, 0);
+
+	pthread_mutex_lock(&pool->lock);
+	while (pool->pending > 0)
+		pthread_cond_wait(&pool->done, &pool->lock);
+	pthread_mutex_unlock(&pool->lock);
+	return nchunks;
+}
+
+/*
+ * The engine splits its GEMMs over the pool itself, so OpenBLAS must run each
+ * call on the calling thread: its own threads would compete with the pool's
+ * (they spin in sched_yield between calls) and multiply the thread count.
+ */
+void
+tl_blas_single_threaded(void)
+{
+	pid_t		pid = getpid();
+
+	if (tl_blas_pinned_pid != pid)
+	{
+		openblas_set_num_threads(1);
+		tl_blas_pinned_pid = pid;
+	}
+}
+
+void
+tl_set_num_threads(int n)
+{
+	if (n < 1)
+		n = 1;
+	if (n > TL_MAX_THREADS)
+		n = TL_MAX_THREADS;
+	tl_num_threads = n;
+	tl_blas_pinned_pid = 0;
+	tl_blas_single_threaded();
+}
+
+int
+tl_get_num_threads(void)
+{
+	return tl_num_threads;
+}
