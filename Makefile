@@ -20,7 +20,10 @@ MODULE_big = transfer
 OBJS = $(CORE_SRCS:.c=.o) $(PG_SRCS:.c=.o)
 
 # The install script is assembled from src/sql/NN_*.sql, one file per concern.
+# Earlier versions' install scripts, frozen, and the upgrade scripts from
+# them live in src/sql/versions/.
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+DATA       = $(sort $(wildcard src/sql/versions/$(EXTENSION)--*.sql))
 SQL_PARTS  = $(sort $(wildcard src/sql/*.sql))
 
 # pg_regress: every sql/NAME.sql with expected/NAME.out, in name order.

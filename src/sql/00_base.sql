@@ -8,5 +8,5 @@
 CREATE FUNCTION @extschema@.tl_version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT '0.1.0'::text $$;
+AS $$ SELECT '0.2.0'::text $$;
 COMMENT ON FUNCTION @extschema@.tl_version() IS 'Version of the transfer extension''s SQL objects.';

@@ -168,7 +168,7 @@ SELECT throws_ok($$SELECT tl_predict((SELECT data FROM tap_image), 'anything')$$
 SELECT throws_ok($$SELECT tl_import_weights('x', (SELECT data FROM tap_checkpoint))$$,
 	'42501', 'permission denied for table tl_stored_models',
 	'nor may it store a model (tl_import_weights needs INSERT on the model tables)');
-SELECT is(tl_version(), '0.1.0', 'functions that read no table work for anyone');
+SELECT is(tl_version(), '0.2.0', 'functions that read no table work for anyone');
 RESET ROLE;
 
 SET LOCAL ROLE tap_sec_files;
