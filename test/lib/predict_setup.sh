@@ -4,8 +4,9 @@
 #                         models (predict_a: ants/bees at 32 px, predict_b:
 #                         ants/bees/wasps at 40 px, test/fixtures/predict) and
 #                         the committed image fixtures as dataset 'psynth'
-#   rss_kb PID            resident set size of a process in kB
-#   tap_ok COND NAME      print one TAP line; counts failures in tap_failed
+#   q DB SQL              one value, unaligned
+#
+# and test/t/tap.bash's TAP helpers (ok, is, tap_exit).
 #
 # The server reads the fixtures itself (pg_read_binary_file): from
 # $TL_TEST_FIXTURES, the copy scripts/test.sh makes where the server's OS user
@@ -14,25 +15,10 @@
 TL_REPO=${TL_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PREDICT_FIXTURES=${TL_TEST_FIXTURES:-$TL_REPO/test/fixtures}
 
-tap_n=0
-tap_failed=0
-tap_ok() {			# tap_ok "test" "name" (test is evaluated by bash)
-	tap_n=$((tap_n + 1))
-	if eval "$1"; then
-		echo "ok $tap_n - $2"
-	else
-		echo "not ok $tap_n - $2"
-		echo "#   failed: $1"
-		tap_failed=$((tap_failed + 1))
-	fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../t/tap.bash"
 
 q() {				# q DB SQL: one value, unaligned
 	psql -X -v ON_ERROR_STOP=1 -qAt -d "$1" -c "$2"
-}
-
-rss_kb() {
-	awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
 predict_setup_db() {
