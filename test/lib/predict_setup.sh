@@ -3,7 +3,8 @@
 #   predict_setup_db DB   create DB with the extension, the two tiny fixture
 #                         models (predict_a: ants/bees at 32 px, predict_b:
 #                         ants/bees/wasps at 40 px, test/fixtures/predict) and
-#                         the committed image fixtures as dataset 'psynth'
+#                         the committed image fixtures as dataset 'psynth';
+#                         if that fails, "Bail out!" (TAP) and exit 1
 #   q DB SQL              one value, unaligned
 #
 # and test/t/tap.bash's TAP helpers (ok, is, tap_exit).
@@ -23,8 +24,8 @@ q() {				# q DB SQL: one value, unaligned
 
 predict_setup_db() {
 	local db=$1
-	dropdb --if-exists "$db" 2>/dev/null; createdb "$db" || return 1
-	psql -X -v ON_ERROR_STOP=1 -q -d "$db" -v fx="$PREDICT_FIXTURES" >/dev/null <<'SQL'
+	dropdb --if-exists "$db" 2>/dev/null
+	createdb "$db" && psql -X -v ON_ERROR_STOP=1 -q -d "$db" -v fx="$PREDICT_FIXTURES" >/dev/null <<'SQL' ||
 SET client_min_messages = warning;
 CREATE EXTENSION transfer;
 SELECT tl_import_weights('predict_a',
@@ -39,4 +40,5 @@ SELECT 'psynth', 'val', CASE WHEN f < 'synth_l' THEN 'ants' ELSE 'bees' END, f,
 FROM pg_ls_dir(:'fx' || '/image') AS f
 WHERE f ~ '\.(jpg|png)$';
 SQL
+		{ echo "Bail out! setup failed"; exit 1; }
 }

@@ -12,7 +12,7 @@ db=predict_memory
 bound_kb=4096		# stated bound: 4 MB of growth per phase
 
 echo "1..6"
-predict_setup_db "$db" || { echo "Bail out! setup failed"; exit 1; }
+predict_setup_db "$db"
 q "$db" "INSERT INTO tl_images (dataset, split, label, name, img)
 	SELECT 'pmem', 'val', label, name || '#' || g, img
 	FROM tl_images, generate_series(1, 400) AS g WHERE dataset = 'psynth'"
