@@ -19,9 +19,8 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models import resnet18
 
-from torch_tutorial import read_safetensors  # bench/: one safetensors reader
-
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "scripts"))
+from safetensors_io import read_f32 as read_safetensors  # noqa: E402
 
 
 def main():

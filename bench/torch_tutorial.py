@@ -26,40 +26,22 @@ random ResNet-18 the SQL side imports.
 """
 import copy
 import io
-import json
 import os
 import resource
-import struct
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
 from torchvision import datasets, transforms
 from torchvision.models import resnet18
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "scripts"))
+from safetensors_io import read_f32 as read_safetensors  # noqa: E402
+
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (hlen,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hlen])
-    base = 8 + hlen
-    sd = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise SystemExit("%s: tensor %s is %s, expected F32" % (path, name, info["dtype"]))
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(data[base + a:base + b], dtype=np.float32).reshape(info["shape"])
-        sd[name] = torch.from_numpy(arr.copy())
-    return sd
 
 
 def is_jpeg_or_png(path):

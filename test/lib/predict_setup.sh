@@ -3,9 +3,11 @@
 #   predict_setup_db DB   create DB with the extension, the two tiny fixture
 #                         models (predict_a: ants/bees at 32 px, predict_b:
 #                         ants/bees/wasps at 40 px, test/fixtures/predict) and
-#                         the committed image fixtures as dataset 'psynth'
-#   rss_kb PID            resident set size of a process in kB
-#   tap_ok COND NAME      print one TAP line; counts failures in tap_failed
+#                         the committed image fixtures as dataset 'psynth';
+#                         if that fails, "Bail out!" (TAP) and exit 1
+#   q DB SQL              one value, unaligned
+#
+# and test/t/tap.bash's TAP helpers (ok, is, tap_exit).
 #
 # The server reads the fixtures itself (pg_read_binary_file): from
 # $TL_TEST_FIXTURES, the copy scripts/test.sh makes where the server's OS user
@@ -14,31 +16,16 @@
 TL_REPO=${TL_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 PREDICT_FIXTURES=${TL_TEST_FIXTURES:-$TL_REPO/test/fixtures}
 
-tap_n=0
-tap_failed=0
-tap_ok() {			# tap_ok "test" "name" (test is evaluated by bash)
-	tap_n=$((tap_n + 1))
-	if eval "$1"; then
-		echo "ok $tap_n - $2"
-	else
-		echo "not ok $tap_n - $2"
-		echo "#   failed: $1"
-		tap_failed=$((tap_failed + 1))
-	fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../t/tap.bash"
 
 q() {				# q DB SQL: one value, unaligned
 	psql -X -v ON_ERROR_STOP=1 -qAt -d "$1" -c "$2"
 }
 
-rss_kb() {
-	awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
-}
-
 predict_setup_db() {
 	local db=$1
-	dropdb --if-exists "$db" 2>/dev/null; createdb "$db" || return 1
-	psql -X -v ON_ERROR_STOP=1 -q -d "$db" -v fx="$PREDICT_FIXTURES" >/dev/null <<'SQL'
+	dropdb --if-exists "$db" 2>/dev/null
+	createdb "$db" && psql -X -v ON_ERROR_STOP=1 -q -d "$db" -v fx="$PREDICT_FIXTURES" >/dev/null <<'SQL' ||
 SET client_min_messages = warning;
 CREATE EXTENSION transfer;
 SELECT tl_import_weights('predict_a',
@@ -53,4 +40,5 @@ SELECT 'psynth', 'val', CASE WHEN f < 'synth_l' THEN 'ants' ELSE 'bees' END, f,
 FROM pg_ls_dir(:'fx' || '/image') AS f
 WHERE f ~ '\.(jpg|png)$';
 SQL
+		{ echo "Bail out! setup failed"; exit 1; }
 }

@@ -11,7 +11,6 @@
       DIR/batch.f32 (int32 n, h, w + NHWC floats) and DIR/logits.f32: torch's
       eval-mode logits of ORIGINAL on a seeded batch.
 """
-import json
 import os
 import struct
 import sys
@@ -19,26 +18,13 @@ import sys
 import torch
 import torchvision
 
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    base = 8 + n
-    out = {}
-    for key, info in header.items():
-        assert info["dtype"] == "F32", (key, info["dtype"])
-        b, e = info["data_offsets"]
-        out[key] = torch.frombuffer(bytearray(raw[base + b:base + e]), dtype=torch.float32).reshape(info["shape"])
-    return out
+from safetensors_io import read_f32
 
 
 def compare(original, exported, num_classes):
     orig = torch.load(original, map_location="cpu")
     if exported.endswith(".safetensors"):
-        got = load_safetensors(exported)
+        got = read_f32(exported)
         expected_keys = [k for k in orig if not k.endswith("num_batches_tracked")]
     else:
         got = torch.load(exported, map_location="cpu", weights_only=True)

@@ -7,8 +7,8 @@
                                      damaged files that must be refused with tl_code CODE
   make_checkpoints.py full DIR       full ResNet-18 checkpoints (~45 MB each, into build/)
 
-safetensors files are written by hand here (the format is a length, a JSON
-header and raw bytes) because the safetensors package is not in Debian.
+safetensors files are written by hand (safetensors_io.py) because the
+safetensors package is not in Debian.
 """
 import collections
 import io
@@ -20,38 +20,7 @@ import zipfile
 
 import torch
 
-ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-             torch.float64: "F64", torch.int64: "I64"}
-
-
-def tensor_bytes(t):
-    t = t.detach().contiguous()
-    if t.dtype == torch.bfloat16:
-        # numpy has no bfloat16: reinterpret the bits as int16
-        return t.view(torch.int16).numpy().tobytes()
-    return t.numpy().tobytes()
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """tensors: list of (name, tensor) in file order."""
-    header = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    blobs, off = [], 0
-    for name, t in tensors:
-        b = tensor_bytes(t)
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
+from safetensors_io import write as write_safetensors
 
 def dtype_fixture(path):
     g = torch.Generator().manual_seed(5)

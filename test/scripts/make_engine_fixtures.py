@@ -6,8 +6,7 @@ Run with Debian's /usr/bin/python3 (python3-torch, python3-torchvision):
     test/scripts/make_engine_fixtures.py small  test/fixtures/engine   # committed cases
     test/scripts/make_engine_fixtures.py full   build/engine_full      # 224x224, width 64
 
-Each case is one safetensors file (written here with a few lines: 8-byte
-little-endian header length, JSON header, raw little-endian data).  Tensors:
+Each case is one safetensors file (written by safetensors_io.py).  Tensors, all F32:
 
   config        [num_classes, base_width, N, H, W, mode (0 finetune, 1 feature
                 extractor), seed, steps, params_stored]
@@ -36,8 +35,6 @@ logits (train mode), loss[1] and eval_logits computed from the initial
 parameters.
 """
 import copy
-import json
-import struct
 import sys
 from collections import OrderedDict
 
@@ -45,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, resnet18
+
+import safetensors_io
 
 MASK = (1 << 64) - 1
 
@@ -144,25 +143,6 @@ def make_model(num_classes, width):
     return ResNet18(num_classes, width)
 
 
-def write_safetensors(path, tensors):
-    header = OrderedDict()
-    blobs = []
-    off = 0
-    for name, arr in tensors.items():
-        a = np.ascontiguousarray(np.asarray(arr, dtype="<f4"))
-        b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
 def nhwc(x):
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
@@ -238,7 +218,7 @@ def make_case(path, *, num_classes, width, n, h, w, mode, seed, steps, sgd, stor
     losses = run_torch(model, xs, ys, prefix="", **kw)
     if f64:
         run_torch(model64, xs.double(), ys, prefix="f64.", **kw)
-    write_safetensors(path, out)
+    safetensors_io.write(path, [(k, np.asarray(v, dtype="<f4")) for k, v in out.items()])
     print(f"{path}: loss {losses}")
 
 

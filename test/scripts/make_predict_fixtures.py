@@ -13,9 +13,7 @@ softmax probabilities of the eval transform (Resize(round(size * 256 / 224)),
 CenterCrop(size), ToTensor, Normalize) followed by the forward pass in eval
 mode: the oracle for tl_predict_proba.
 """
-import json
 import os
-import struct
 import sys
 
 import torch
@@ -23,6 +21,8 @@ import torch.nn as nn
 from PIL import Image
 from torchvision import transforms
 from torchvision.models.resnet import BasicBlock, resnet18
+
+import safetensors_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGES = os.path.join(REPO, "test", "fixtures", "image")
@@ -82,22 +82,9 @@ def randomise(model, seed):
     return model.eval()
 
 
-def write_safetensors(path, model):
-    header, blobs, off = {}, [], 0
-    for name, t in model.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        b = t.detach().float().contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+def write_model(path, model):
+    safetensors_io.write(path, [(k, t.float()) for k, t in model.state_dict().items()
+                                if not k.endswith("num_batches_tracked")])
 
 
 def eval_transform(size):
@@ -115,7 +102,7 @@ def fixtures(out):
     lines = ["# model image probabilities... (torch %s, eval mode, fp32)" % torch.__version__]
     for name, w, classes, size, seed in MODELS:
         model = randomise(SmallResNet18(w, len(classes)), seed)
-        write_safetensors(os.path.join(out, name + ".safetensors"), model)
+        write_model(os.path.join(out, name + ".safetensors"), model)
         tf = eval_transform(size)
         for img in images:
             x = tf(Image.open(os.path.join(IMAGES, img)).convert("RGB")).unsqueeze(0)
@@ -129,7 +116,7 @@ def fixtures(out):
 def full(path):
     torch.manual_seed(0)
     model = resnet18(num_classes=2).eval()
-    write_safetensors(path, model)
+    write_model(path, model)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
 fi
 out=build/engine_full
 mkdir -p "$out"
-# The references depend only on the script (seeded): regenerate when it changes.
-stamp=$(sha256sum test/scripts/make_engine_fixtures.py | cut -d' ' -f1)
+# The references depend only on the scripts (seeded): regenerate when they change.
+stamp=$(cat test/scripts/make_engine_fixtures.py test/scripts/safetensors_io.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$out/full_forward1000.safetensors" ]; then
 	rm -f "$out/stamp"
 	if ! "$PY" test/scripts/make_engine_fixtures.py full "$out" >"$out/generate.log" 2>&1; then

@@ -18,7 +18,7 @@ bound_kb=8192
 
 echo "1..8"
 rm -rf "$work" && mkdir -p "$work"
-predict_setup_db "$db" || { echo "Bail out! setup failed"; exit 1; }
+predict_setup_db "$db"
 q "$db" "SELECT tl_deploy('predict_a')" >/dev/null
 # What each model predicts alone, per image.
 q "$db" "CREATE TABLE load_ref AS SELECT m AS model, id, tl_predict(img, m) AS class
@@ -65,20 +65,21 @@ done
 wait
 echo "# $deploys deployments during the run; training run: ${run:-none}"
 
-tap_ok '[ "$(cat "$work"/session*.rc | sort -u)" = 0 ]' "all four sessions finished without an error"
-tap_ok '! [ -s "$work/session1.err" ] && ! [ -s "$work/session2.err" ] && ! [ -s "$work/session3.err" ] && ! [ -s "$work/session4.err" ] && ! [ -s "$work/deploy.err" ]' \
-	"no error or warning output"
+is "$(cat "$work"/session*.rc | sort -u)" 0 "all four sessions finished without an error"
+! [ -s "$work/session1.err" ] && ! [ -s "$work/session2.err" ] && ! [ -s "$work/session3.err" ] &&
+	! [ -s "$work/session4.err" ] && ! [ -s "$work/deploy.err" ]
+ok $? "no error or warning output"
 cat "$work"/session*.out | grep -v '^rss_' | tr '|' '\t' >"$work/predictions.tsv"
 psql -X -q -d "$db" -c "CREATE TABLE load_seen (model text, id bigint, class text)" \
 	-c "\\copy load_seen FROM '$work/predictions.tsv'"
 rows=$(q "$db" "SELECT count(*) FROM load_seen")
-tap_ok '[ "$rows" -eq $((4 * iterations * 25)) ]' "every query returned every image ($rows predictions)"
+is "$rows" $((4 * iterations * 25)) "every query returned every image ($rows predictions)"
 wrong=$(q "$db" "SELECT count(*) FROM load_seen s JOIN load_ref r USING (model, id) WHERE r.class <> s.class")
 matched=$(q "$db" "SELECT count(*) FROM load_seen s JOIN load_ref r USING (model, id)")
-tap_ok '[ "$matched" = "$rows" ] && [ "$wrong" = 0 ]' \
-	"every prediction equals the deployed model's own ($wrong differ)"
-tap_ok '[ "$(q "$db" "SELECT count(DISTINCT model) FROM load_seen")" = 2 ] && [ "$deploys" -ge 4 ]' \
-	"queries saw both deployed models ($deploys deployments)"
+[ "$matched" = "$rows" ] && [ "$wrong" = 0 ]
+ok $? "every prediction equals the deployed model's own ($wrong differ)"
+[ "$(q "$db" "SELECT count(DISTINCT model) FROM load_seen")" = 2 ] && [ "$deploys" -ge 4 ]
+ok $? "queries saw both deployed models ($deploys deployments)"
 growth=0
 for n in 1 2 3 4; do
 	w=$(awk '$1 == "rss_warm" {print $2}' "$work/session$n.out")
@@ -87,19 +88,22 @@ for n in 1 2 3 4; do
 	[ -n "$w" ] && [ -n "$e" ] || growth=999999
 	[ -n "$w" ] && [ -n "$e" ] && [ $((e - w)) -gt "$growth" ] && growth=$((e - w))
 done
-tap_ok '[ "$growth" -lt $bound_kb ]' "each backend's RSS grew by less than ${bound_kb} kB (at most $growth kB)"
+[ "$growth" -lt $bound_kb ]
+ok $? "each backend's RSS grew by less than ${bound_kb} kB (at most $growth kB)"
 
 if [ -n "$run" ]; then
 	status=$(q "$db" "SELECT tl_run_status($run)")
 	echo "# training run $run was $status at the end of the load"
 	q "$db" "SELECT tl_cancel($run)" >/dev/null
-	tap_ok '[ "$status" != failed ]' "the training run went on alongside ($status)"
+	[ "$status" != failed ]
+	ok $? "the training run went on alongside ($status)"
 	final=$(q "$db" "SELECT tl_wait($run, '60 seconds')")
-	tap_ok '[ "$final" = cancelled ] || [ "$final" = succeeded ]' "and ended cleanly ($final)"
+	[ "$final" = cancelled ] || [ "$final" = succeeded ]
+	ok $? "and ended cleanly ($final)"
 else
 	echo "ok 7 # SKIP tl_train is not in this build"
 	echo "ok 8 # SKIP tl_train is not in this build"
 fi
 
 dropdb "$db"
-exit $((tap_failed > 0))
+tap_exit

@@ -12,12 +12,12 @@ db=predict_memory
 bound_kb=4096		# stated bound: 4 MB of growth per phase
 
 echo "1..6"
-predict_setup_db "$db" || { echo "Bail out! setup failed"; exit 1; }
+predict_setup_db "$db"
 q "$db" "INSERT INTO tl_images (dataset, split, label, name, img)
 	SELECT 'pmem', 'val', label, name || '#' || g, img
 	FROM tl_images, generate_series(1, 400) AS g WHERE dataset = 'psynth'"
 rows=$(q "$db" "SELECT count(*) FROM tl_images WHERE dataset = 'pmem'")
-tap_ok '[ "$rows" -eq 10000 ]' "10,000 image rows"
+is "$rows" 10000 "10,000 image rows"
 
 # One session; \! runs a shell command between statements to read its RSS.
 out=$(psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" 2>&1 <<'SQL'
@@ -48,14 +48,14 @@ SQL
 get() { awk -v k="$1" '$1 == k {print $2}' <<<"$(tr '|' ' ' <<<"$out")"; }
 rss0=$(get rss0) rss1=$(get rss1) rss2=$(get rss2) rss3=$(get rss3)
 echo "# RSS kB: warm $rss0, after 10,000 tl_predict $rss1, after 15,000 other calls $rss2, after 60 model loads $rss3"
-tap_ok '[ "$(get predicted)" = 10000 ]' "tl_predict answered for all 10,000 rows"
-tap_ok '[ -n "$rss1" ] && [ $((rss1 - rss0)) -lt $bound_kb ]' \
-	"RSS after 10,000 tl_predict calls within ${bound_kb} kB of the warm backend ($((rss1 - rss0)) kB)"
-tap_ok '[ -n "$rss2" ] && [ $((rss2 - rss1)) -lt $bound_kb ]' \
-	"RSS after 15,000 proba/try/topk calls within ${bound_kb} kB ($((rss2 - rss1)) kB)"
-tap_ok '[ -n "$rss3" ] && [ $((rss3 - rss2)) -lt $bound_kb ]' \
-	"RSS after 60 model loads and evictions within ${bound_kb} kB ($((rss3 - rss2)) kB)"
-tap_ok '[ "$(get cached)" = 1 ]' "the cache holds transfer.model_cache_size = 1 model"
+is "$(get predicted)" 10000 "tl_predict answered for all 10,000 rows"
+[ -n "$rss1" ] && [ $((rss1 - rss0)) -lt $bound_kb ]
+ok $? "RSS after 10,000 tl_predict calls within ${bound_kb} kB of the warm backend ($((rss1 - rss0)) kB)"
+[ -n "$rss2" ] && [ $((rss2 - rss1)) -lt $bound_kb ]
+ok $? "RSS after 15,000 proba/try/topk calls within ${bound_kb} kB ($((rss2 - rss1)) kB)"
+[ -n "$rss3" ] && [ $((rss3 - rss2)) -lt $bound_kb ]
+ok $? "RSS after 60 model loads and evictions within ${bound_kb} kB ($((rss3 - rss2)) kB)"
+is "$(get cached)" 1 "the cache holds transfer.model_cache_size = 1 model"
 
 dropdb "$db"
-exit $((tap_failed > 0))
+tap_exit

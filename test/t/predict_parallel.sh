@@ -8,7 +8,7 @@ set -u
 db=predict_parallel
 
 echo "1..11"
-predict_setup_db "$db" || { echo "Bail out! setup failed"; exit 1; }
+predict_setup_db "$db"
 # 2,000 rows of small images: enough pages for a parallel scan.
 q "$db" "INSERT INTO tl_images (dataset, split, label, name, img)
 	SELECT 'ppar', 'val', label, name || '#' || g, img
@@ -27,12 +27,14 @@ run() {				# run SETTINGS SQL: the last line of output
 
 explain=$(psql -X -qAt -d "$db" -c "$PARALLEL" -c "EXPLAIN (COSTS OFF, VERBOSE)
 	SELECT id, tl_predict(img, 'predict_a') FROM tl_images WHERE dataset = 'ppar'")
-tap_ok '[[ $explain == *"Gather"*"Workers Planned: 2"* ]]' "the forced-parallel plan has a Gather with 2 workers"
-tap_ok 'grep -A2 "Parallel Seq Scan" <<<"$explain" | grep -q "Output: .*tl_predict"' \
-	"tl_predict is computed by the parallel scan, i.e. in the workers"
+[[ $explain == *"Gather"*"Workers Planned: 2"* ]]
+ok $? "the forced-parallel plan has a Gather with 2 workers"
+grep -A2 "Parallel Seq Scan" <<<"$explain" | grep -q "Output: .*tl_predict"
+ok $? "tl_predict is computed by the parallel scan, i.e. in the workers"
 analyze=$(psql -X -qAt -d "$db" -c "$PARALLEL" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
 	SELECT count(tl_predict(img, 'predict_a')) FROM tl_images WHERE dataset = 'ppar'")
-tap_ok '[[ $analyze == *"Workers Launched: 2"* ]]' "two workers ran it"
+[[ $analyze == *"Workers Launched: 2"* ]]
+ok $? "two workers ran it"
 [ "${TAP_VERBOSE:-}" ] && echo "$explain" | sed 's/^/# /'
 
 serial_a=$(run "$SERIAL" "$(digest ", 'predict_a'")")
@@ -40,13 +42,16 @@ serial_b=$(run "$SERIAL" "$(digest ", 'predict_b'")")
 parallel_a=$(run "$PARALLEL" "$(digest ", 'predict_a'")")
 one_worker_a=$(run "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
 	SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 1;" "$(digest ", 'predict_a'")")
-tap_ok '[ -n "$serial_a" ] && [ "$serial_a" = "$parallel_a" ]' "2 workers predict exactly what the serial run predicts"
-tap_ok '[ "$serial_a" = "$one_worker_a" ]' "so does 1 worker"
-tap_ok '[ "$serial_a" != "$serial_b" ]' "the two fixture models predict differently (so the checks below can fail)"
+[ -n "$serial_a" ] && [ "$serial_a" = "$parallel_a" ]
+ok $? "2 workers predict exactly what the serial run predicts"
+is "$one_worker_a" "$serial_a" "so does 1 worker"
+[ "$serial_a" != "$serial_b" ]
+ok $? "the two fixture models predict differently (so the checks below can fail)"
 
 proba_serial=$(run "$SERIAL" "SELECT md5(string_agg(tl_predict_proba(img, 'predict_b')::text, ',' ORDER BY id)) FROM tl_images WHERE dataset = 'ppar'")
 proba_parallel=$(run "$PARALLEL" "SELECT md5(string_agg(tl_predict_proba(img, 'predict_b')::text, ',' ORDER BY id)) FROM tl_images WHERE dataset = 'ppar'")
-tap_ok '[ -n "$proba_serial" ] && [ "$proba_serial" = "$proba_parallel" ]' "tl_predict_proba in workers equals the serial probabilities"
+[ -n "$proba_serial" ] && [ "$proba_serial" = "$proba_parallel" ]
+ok $? "tl_predict_proba in workers equals the serial probabilities"
 
 # One long session with the old model cached (leader and workers); another
 # session (psql's \!) replaces the model, then deploys another; the first
@@ -71,12 +76,12 @@ SQL
 )
 val() { awk -F'|' -v k="$1" '$1 == k {print $2}' <<<"$out"; }
 [ "${TAP_VERBOSE:-}" ] && echo "$out" | sed 's/^/# /'
-tap_ok '[ "$(val pm_before)" = "$serial_a" ]' "a session predicts with model pm (predict_a's weights), in parallel"
-tap_ok '[ "$(val pm_after)" = "$serial_b" ]' "after another session replaced pm, its next parallel query uses the new weights"
-tap_ok '[ "$(val deployed_a)" = "$serial_a" ] && [ "$(val deployed_b)" = "$serial_b" ]' \
-	"tl_predict(img) follows deployments made by another session, in parallel queries"
-tap_ok '[ "$(val deployed_b_serial)" = "$serial_b" ] && [ "$(val deployed_a_serial)" = "$serial_a" ]' \
-	"and in serial queries of the same backend"
+is "$(val pm_before)" "$serial_a" "a session predicts with model pm (predict_a's weights), in parallel"
+is "$(val pm_after)" "$serial_b" "after another session replaced pm, its next parallel query uses the new weights"
+[ "$(val deployed_a)" = "$serial_a" ] && [ "$(val deployed_b)" = "$serial_b" ]
+ok $? "tl_predict(img) follows deployments made by another session, in parallel queries"
+[ "$(val deployed_b_serial)" = "$serial_b" ] && [ "$(val deployed_a_serial)" = "$serial_a" ]
+ok $? "and in serial queries of the same backend"
 
 dropdb "$db"
-exit $((tap_failed > 0))
+tap_exit

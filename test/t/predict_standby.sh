@@ -23,7 +23,7 @@ saved_env=$(declare -p PGHOST PGPORT PGUSER PGDATABASE 2>/dev/null)
 tl_cluster_start "$primary" "wal_level = replica" "max_wal_senders = 4" 2>/dev/null \
 	|| { echo "Bail out! primary did not start"; exit 1; }
 P=(-h "$PGHOST" -p "$PGPORT")
-predict_setup_db transfer_standby || { echo "Bail out! setup failed"; exit 1; }
+predict_setup_db transfer_standby
 tl_standby_start "$primary" "$standby" 2>/dev/null || { echo "Bail out! standby did not start"; exit 1; }
 S=(-h "$standby" -p "$(tl_port_for "$standby")" -d transfer_standby)
 eval "$saved_env"
@@ -43,7 +43,7 @@ sq() { psql -X -v ON_ERROR_STOP=1 -qAt "${S[@]}" -c "$1"; }
 
 pq "SELECT FROM tl_deploy('predict_a')"
 catch_up
-tap_ok '[ "$(sq "SELECT pg_is_in_recovery()")" = t ]' "the standby is in recovery (read-only)"
+is "$(sq "SELECT pg_is_in_recovery()")" t "the standby is in recovery (read-only)"
 
 digest() {
 	echo "SELECT md5(string_agg(id || ':' || tl_predict(img$1), ',' ORDER BY id)) FROM tl_images WHERE dataset = 'psynth'"
@@ -51,13 +51,13 @@ digest() {
 primary_a=$(pq "$(digest ", 'predict_a'")")
 primary_b=$(pq "$(digest ", 'predict_b'")")
 standby_a=$(sq "$(digest ", 'predict_a'")")
-tap_ok '[ -n "$primary_a" ] && [ "$standby_a" = "$primary_a" ]' \
-	"tl_predict(img, model) on the standby equals the primary's predictions"
+[ -n "$primary_a" ] && [ "$standby_a" = "$primary_a" ]
+ok $? "tl_predict(img, model) on the standby equals the primary's predictions"
 proba="SELECT md5(string_agg(tl_predict_proba(img)::text, ',' ORDER BY id)) FROM tl_images"
 primary_proba=$(pq "$proba")
 standby_proba=$(sq "$proba")
-tap_ok '[ -n "$primary_proba" ] && [ "$standby_proba" = "$primary_proba" ]' \
-	"tl_predict_proba(img) with the deployed model is the same on both"
+[ -n "$primary_proba" ] && [ "$standby_proba" = "$primary_proba" ]
+ok $? "tl_predict_proba(img) with the deployed model is the same on both"
 
 # A long standby session: deploy and replace on the primary in between (\!).
 out=$(psql -X -v ON_ERROR_STOP=1 -qAt "${S[@]}" <<SQL 2>&1
@@ -77,11 +77,13 @@ SQL
 )
 [ "${TAP_VERBOSE:-}" ] && echo "$out" | sed 's/^/# /'
 val() { awk -F'|' -v k="$1" '$1 == k {print $2}' <<<"$out"; }
-tap_ok '[ -n "$primary_a" ] && [ "$(val before)" = "$primary_a" ]' "a standby session predicts with the deployed model"
-tap_ok '[ -n "$primary_b" ] && [ "$primary_b" != "$primary_a" ] && [ "$(val after_deploy)" = "$primary_b" ]' "after a deployment on the primary, its next query uses the new model"
+[ -n "$primary_a" ] && [ "$(val before)" = "$primary_a" ]
+ok $? "a standby session predicts with the deployed model"
+[ -n "$primary_b" ] && [ "$primary_b" != "$primary_a" ] && [ "$(val after_deploy)" = "$primary_b" ]
+ok $? "after a deployment on the primary, its next query uses the new model"
 images=$(pq "SELECT count(*) FROM tl_images WHERE dataset = 'psynth'")
-tap_ok '[ "$(val evaluate)" = "$images" ]' \
-	"tl_evaluate runs on the standby"
-tap_ok '! grep -q "terminated by signal" "$standby/server.log" "$primary/server.log"' "no server process crashed"
+is "$(val evaluate)" "$images" "tl_evaluate runs on the standby"
+! grep -q "terminated by signal" "$standby/server.log" "$primary/server.log"
+ok $? "no server process crashed"
 
-exit $((tap_failed > 0))
+tap_exit
