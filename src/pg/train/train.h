@@ -1,7 +1,7 @@
 /*
  * train.h - declarations shared by the training files of the PostgreSQL
- * layer: the launcher (train.c), the background worker (train_worker.c),
- * dataset checks (train_data.c) and checkpoints (train_checkpoint.c).
+ * layer: the launcher (api.c), the background worker (worker.c),
+ * dataset checks (data.c) and checkpoints (checkpoint.c).
  */
 #ifndef TL_TRAIN_H
 #define TL_TRAIN_H
@@ -82,11 +82,11 @@ typedef struct tl_run_args
 	int			base_width;
 	int			threads;
 	int			num_classes;
-	bool		cache_features; /* feature_extractor on cached features (train_features.c) */
+	bool		cache_features; /* feature_extractor on cached features (features.c) */
 	tl_conv_algorithm conv_algorithm;	/* transfer.conv_algorithm of the caller */
 } tl_run_args;
 
-/* train_data.c: one dataset as a run sees it. */
+/* data.c: one dataset as a run sees it. */
 typedef struct tl_dataset_info
 {
 	int			num_classes;
@@ -113,11 +113,11 @@ extern char *tl_run_args_json(const tl_run_args *args, const tl_dataset_info *cl
 /* Read a run's args back (inside a transaction, SPI connected). */
 extern void tl_run_args_load(int64 run, tl_run_args *args);
 
-/* train.c: the pid holding a run's worker lock, or 0. */
+/* api.c: the pid holding a run's worker lock, or 0. */
 extern int	tl_run_worker_pid(int64 run);
 extern void tl_run_lock_tag(int64 run, uint32 *key1, uint32 *key2);
 
-/* train_checkpoint.c: a run's resume point (inside a transaction, SPI connected). */
+/* checkpoint.c: a run's resume point (inside a transaction, SPI connected). */
 typedef struct tl_ckpt
 {
 	int			epoch;			/* last finished epoch, -1 before the first */
@@ -141,7 +141,7 @@ extern bool tl_ckpt_load_meta(int64 run, tl_ckpt *c);
 extern tl_state_dict *tl_ckpt_load_part(int64 run, const char *part);
 
 /*
- * train_batch.c: per-image work on the compute threads.  Decode data[i]
+ * batch.c: per-image work on the compute threads.  Decode data[i]
  * (len[i] bytes, image ids[i]) into images[idx[i]]; transform images[idx[i]]
  * into x + i * size^2 * 3, with the train transform drawing from rngs[i], or
  * the eval transform when rngs is NULL.  Both ereport the first failure.
@@ -151,7 +151,7 @@ extern void tl_decode_images(tl_image *images, int n, const int *idx, const int6
 extern void tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs,
 							   int size, float *x);
 
-/* train_features.c: feature_extractor runs with cache_features => true */
+/* features.c: feature_extractor runs with cache_features => true */
 typedef struct tl_feature_cache tl_feature_cache;
 typedef void (*tl_features_progress_fn) (void *arg, int done, int total);
 
@@ -174,7 +174,7 @@ extern void tl_features_phase(tl_feature_cache *fc, tl_resnet *net, tl_sgd *opt,
 							  double *loss_out, double *acc_out);
 extern void tl_features_free(tl_feature_cache *fc);
 
-/* train_worker.c */
+/* worker.c */
 extern PGDLLEXPORT void tl_train_worker_main(Datum main_arg);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * train.c - tl_train, tl_wait, tl_cancel, tl_resume, tl_run_status: checking
+ * train/api.c - tl_train, tl_wait, tl_cancel, tl_resume, tl_run_status: checking
  * a training request, starting its background worker and following it.
  *
  * Launch protocol (docs/training.md has the user's view):
@@ -755,7 +755,7 @@ tl_train(PG_FUNCTION_ARGS)
 	wait = PG_GETARG_BOOL(13);
 	args.threads = tl_guc_train_threads;
 	args.conv_algorithm = (tl_conv_algorithm) tl_guc_conv_algorithm;
-	/* cache_features (train_features.c) */
+	/* cache_features (features.c) */
 	ARG_NOT_NULL(15, "cache_features");
 	args.cache_features = PG_GETARG_BOOL(15);
 	if (args.cache_features && args.mode != TL_MODE_FEATURE_EXTRACTOR)

@@ -1,9 +1,9 @@
 /*
- * train_worker.c - the training background worker: the tutorial's
+ * train/worker.c - the training background worker: the tutorial's
  * train_model loop for one run (docs/training.md).
  *
  * The worker connects as the role that called tl_train, takes the run's
- * advisory lock (its "alive" mark, see train.c), waits for the launching
+ * advisory lock (its "alive" mark, see api.c), waits for the launching
  * transaction, then:
  *   - reads the dataset's train and val images in one snapshot, as that role,
  *     and decodes each once for the whole run;
@@ -62,7 +62,7 @@ typedef struct worker_state
 	int			n_images;
 	float	   *x;
 	int32	   *y;
-	tl_feature_cache *features; /* cache_features => true (train_features.c) */
+	tl_feature_cache *features; /* cache_features => true (features.c) */
 } worker_state;
 
 static worker_state W;
