@@ -47,6 +47,8 @@ fi
 if ! tl_build_install; then
 	echo "build failed"; echo "suites: $passed passed, $((failed + 1)) failed"; exit 1
 fi
+# The layering rules of docs/architecture.md, on the objects just built.
+suite "layering" scripts/check-layering.sh
 
 CLUSTER=$TL_REPO/build/test-cluster
 trap 'tl_cluster_stop "$CLUSTER"' EXIT

@@ -1,5 +1,5 @@
 -- tl_train(..., cache_features => true): feature_extractor runs on cached
--- backbone features (src/pg/train_features.c, docs/training.md).
+-- backbone features (src/pg/train/features.c, docs/training.md).
 --
 -- Tiny runs on the test subset (TL_TEST_IMAGES: 5 train + 5 val images,
 -- image_size 32, base_width 8).  No loss value appears in the output; the

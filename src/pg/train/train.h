@@ -1,7 +1,15 @@
 /*
- * train.h - declarations shared by the training files of the PostgreSQL
- * layer: the launcher (train.c), the background worker (train_worker.c),
- * dataset checks (train_data.c) and checkpoints (train_checkpoint.c).
+ * train.h - declarations shared by the files of src/pg/train/, the training
+ * run's lifecycle; private to the folder (no file outside it includes this).
+ *
+ * In the calling backend: api.c (the SQL functions) -> launch.c (starting
+ * and following a worker) -> runs.c (a run's row and lock).  In the worker:
+ * worker.c (which takes the run's lock in runs.c) -> images.c, phase.c,
+ * finish.c -> progress.c -> worker_state.c.
+ * Both use data.c (datasets, run arguments), checkpoint.c (resume points),
+ * batch.c (decoding and transforms on the compute threads) and features.c
+ * (cache_features); plot.c is tl_plot.  Calls only go that way:
+ * scripts/check-layering.sh fails on any circle between files.
  */
 #ifndef TL_TRAIN_H
 #define TL_TRAIN_H
@@ -10,7 +18,10 @@
 
 #include "access/transam.h"
 #include "lib/stringinfo.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "image/tl_image.h"
 #include "nn/tl_resnet.h"
@@ -82,11 +93,11 @@ typedef struct tl_run_args
 	int			base_width;
 	int			threads;
 	int			num_classes;
-	bool		cache_features; /* feature_extractor on cached features (train_features.c) */
+	bool		cache_features; /* feature_extractor on cached features (features.c) */
 	tl_conv_algorithm conv_algorithm;	/* transfer.conv_algorithm of the caller */
 } tl_run_args;
 
-/* train_data.c: one dataset as a run sees it. */
+/* data.c: one dataset as a run sees it. */
 typedef struct tl_dataset_info
 {
 	int			num_classes;
@@ -113,11 +124,11 @@ extern char *tl_run_args_json(const tl_run_args *args, const tl_dataset_info *cl
 /* Read a run's args back (inside a transaction, SPI connected). */
 extern void tl_run_args_load(int64 run, tl_run_args *args);
 
-/* train.c: the pid holding a run's worker lock, or 0. */
+/* runs.c: the pid holding a run's worker lock, or 0. */
 extern int	tl_run_worker_pid(int64 run);
 extern void tl_run_lock_tag(int64 run, uint32 *key1, uint32 *key2);
 
-/* train_checkpoint.c: a run's resume point (inside a transaction, SPI connected). */
+/* checkpoint.c: a run's resume point (inside a transaction, SPI connected). */
 typedef struct tl_ckpt
 {
 	int			epoch;			/* last finished epoch, -1 before the first */
@@ -141,7 +152,7 @@ extern bool tl_ckpt_load_meta(int64 run, tl_ckpt *c);
 extern tl_state_dict *tl_ckpt_load_part(int64 run, const char *part);
 
 /*
- * train_batch.c: per-image work on the compute threads.  Decode data[i]
+ * batch.c: per-image work on the compute threads.  Decode data[i]
  * (len[i] bytes, image ids[i]) into images[idx[i]]; transform images[idx[i]]
  * into x + i * size^2 * 3, with the train transform drawing from rngs[i], or
  * the eval transform when rngs is NULL.  Both ereport the first failure.
@@ -151,7 +162,7 @@ extern void tl_decode_images(tl_image *images, int n, const int *idx, const int6
 extern void tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs,
 							   int size, float *x);
 
-/* train_features.c: feature_extractor runs with cache_features => true */
+/* features.c: feature_extractor runs with cache_features => true */
 typedef struct tl_feature_cache tl_feature_cache;
 typedef void (*tl_features_progress_fn) (void *arg, int done, int total);
 
@@ -174,7 +185,123 @@ extern void tl_features_phase(tl_feature_cache *fc, tl_resnet *net, tl_sgd *opt,
 							  double *loss_out, double *acc_out);
 extern void tl_features_free(tl_feature_cache *fc);
 
-/* train_worker.c */
+/*
+ * Shared by the files of train/ only (static before train.c and
+ * train_worker.c were split by concern).  Hidden, so that their short names
+ * never leave transfer.so: PostgreSQL loads libraries with RTLD_GLOBAL,
+ * where a global "check" or "notify" could bind to another library's symbol
+ * or another library's calls to ours.
+ */
+#pragma GCC visibility push(hidden)
+
+/* runs.c: a run's row (inside a transaction, SPI connected) and its lock. */
+
+/* A run's status and whether the current transaction created its row. */
+typedef struct run_row
+{
+	bool		found;
+	char		status[16];
+	bool		mine;			/* inserted or last updated by this transaction */
+	int			pid;
+} run_row;
+
+extern run_row read_run(int64 run);
+extern run_row read_run_or_error(int64 run);
+extern bool status_active(const char *status);
+extern void mark_interrupted(int64 run);
+extern run_row current_run(int64 run);
+extern void reap_dead_runs(void);
+extern bool take_run_lock(int64 run);
+
+/* launch.c: starting a run's worker and following the run. */
+extern BackgroundWorkerHandle *register_worker(int64 run, tl_launch_kind kind, TransactionId xid,
+											   dsm_handle seg, pid_t *pid);
+extern void wait_for_lock(int64 run, BackgroundWorkerHandle *handle);
+extern void set_run_pid(int64 run, int pid);
+extern void check_wait_allowed(void);
+extern char *follow_run(int64 run, BackgroundWorkerHandle *handle, TimestampTz deadline,
+						bool notices);
+extern void follow_detached(int64 run, BackgroundWorkerHandle *handle);
+
+/* worker_state.c: what the worker's files share. */
+
+/* Everything the core allocated for the run, freed on any exit path. */
+typedef struct worker_state
+{
+	tl_resnet  *net;
+	tl_sgd	   *opt;
+	tl_state_dict *best;
+	tl_image   *images;			/* train images first, then val ("train" < "val") */
+	int			n_images;
+	float	   *x;
+	int32	   *y;
+	tl_feature_cache *features; /* cache_features => true (features.c) */
+} worker_state;
+
+extern worker_state W;
+extern MemoryContext run_cxt;
+extern void begin_tx(bool repeatable_read);
+extern void end_tx(void);
+extern void exec_sql(const char *sql, int nargs, Oid *types, Datum *values, int expect);
+extern void check(tl_code rc, const tl_error *err, const char *what);
+
+/* progress.c: what a running worker reports. */
+typedef struct progress
+{
+	int64		run;
+	int			epochs;
+	int			epoch;
+	const char *phase;
+	int			batch;
+	int			batches;
+	int			train_batches;	/* per epoch */
+	int			val_batches;
+	double		train_batch_s;	/* measured seconds per batch, 0 = unknown */
+	double		val_batch_s;
+	double		epoch_s;		/* mean wall time of a whole epoch (with writes), 0 = unknown */
+	TimestampTz last_write;
+} progress;
+
+extern void notify(const char *payload);
+extern void report_progress(progress *p, bool force);
+extern void insert_epoch_row(int64 run, int epoch, const char *phase, double loss, double acc,
+							 double lr, double seconds);
+extern void update_run_epoch(int64 run, int epochs_done, double best_acc, int best_epoch);
+
+/* images.c: the run's classes and decoded images. */
+typedef struct run_data
+{
+	int			num_classes;
+	char	  **classes;
+	int64	   *ids;			/* n_train + n_val, train first */
+	int32	   *labels;
+	int			n_train;
+	int			n_val;
+} run_data;
+
+extern void load_images(const char *dataset, run_data *d, bool by_ids);
+extern void load_classes(int64 run, run_data *d);
+extern void record_classes(int64 run, const run_data *d);
+
+/* phase.c: one pass over the images. */
+typedef struct phase_result
+{
+	double		loss;
+	double		acc;
+} phase_result;
+
+extern phase_result run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train,
+							  tl_rng *rng, int32 *order);
+extern void compute_features(const tl_run_args *args, const run_data *d, int64 run);
+
+/* finish.c: the end of a run. */
+extern void finish_success(int64 run, const tl_run_args *args, const run_data *d, double best_acc,
+						   int best_epoch);
+extern void finish_unsuccessful(int64 run, const char *status, const char *message);
+
+#pragma GCC visibility pop
+
+/* worker.c */
 extern PGDLLEXPORT void tl_train_worker_main(Datum main_arg);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * train_batch.c - the training worker's per-image work spread over the
+ * train/batch.c - the training worker's per-image work spread over the
  * compute threads (transfer.train_threads): decoding the images of a fetched
  * chunk and transforming the images of a batch.
  *

@@ -1,5 +1,5 @@
 /*
- * train_features.c - feature_extractor runs with cache_features => true
+ * train/features.c - feature_extractor runs with cache_features => true
  * (docs/training.md, "Cached features").
  *
  * The backbone of a feature extractor is frozen, so each image's 512-d

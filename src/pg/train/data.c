@@ -1,5 +1,5 @@
 /*
- * train_data.c - what a run is made of: the dataset checks tl_train does
+ * train/data.c - what a run is made of: the dataset checks tl_train does
  * before it starts a worker (and the worker repeats in its own snapshot),
  * the memory estimate, and the run's arguments as stored in tl_runs.args.
  *

@@ -1,5 +1,5 @@
 /*
- * train_plot.c - tl_plot(run): an SVG of a run's train and val loss and
+ * train/plot.c - tl_plot(run): an SVG of a run's train and val loss and
  * accuracy per epoch, the picture a user would otherwise draw from the
  * tutorial's log.  Two charts side by side (loss, accuracy), each with axes,
  * ticks and a legend; hand-written SVG, no external dependency.

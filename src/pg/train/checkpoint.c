@@ -1,5 +1,5 @@
 /*
- * train_checkpoint.c - a run's resume point in tl_run_checkpoints and
+ * train/checkpoint.c - a run's resume point in tl_run_checkpoints and
  * tl_run_checkpoint_tensors: the epoch, best accuracy, generator state and
  * image ids, plus the current weights and buffers, the best epoch's weights
  * and the SGD momentum buffers as state dicts.

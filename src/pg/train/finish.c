@@ -1,0 +1,123 @@
+/*
+ * train/finish.c - the end of a run.  Success stores the best weights as a
+ * new model in the transaction that marks the run succeeded; failure or a
+ * cancel records the status and error and stores nothing.  Either way the
+ * run's checkpoint and progress rows are deleted and a NOTIFY says how it
+ * ended.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "model_store.h"
+#include "train.h"
+
+static Jsonb *
+model_source(int64 run)
+{
+	StringInfoData q;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run)};
+	bool		isnull;
+
+	initStringInfo(&q);
+	appendStringInfo(&q,
+					 "SELECT jsonb_build_object('kind', 'trained', 'run_id', id, 'mode', mode, "
+					 "'dataset', dataset) || (args - 'classes' - 'model_name' - 'num_classes') "
+					 "FROM %s WHERE id = $1", tl_qualified("tl_runs"));
+	exec_sql(q.data, 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "run " INT64_FORMAT " disappeared", run);
+	return DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static Jsonb *
+model_metrics(double best_acc, int best_epoch)
+{
+	char	   *s = psprintf("{\"best_val_acc\": %.17g, \"best_epoch\": %d}", best_acc, best_epoch);
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
+}
+
+void
+finish_success(int64 run, const tl_run_args *args, const run_data *d, double best_acc, int best_epoch)
+{
+	StringInfoData q;
+	Oid			types[4] = {INT8OID, INT8OID, FLOAT8OID, INT4OID};
+	Datum		values[4];
+	int64		model_id;
+
+	model_id = tl_store_save(args->model_name, W.best, (const char *const *) d->classes,
+							 d->num_classes, args->image_size, model_source(run),
+							 model_metrics(best_acc, best_epoch));
+	initStringInfo(&q);
+	appendStringInfo(&q,
+					 "UPDATE %s SET status = 'succeeded', finished = now(), model_id = $2, "
+					 "best_val_acc = $3, best_epoch = $4, epochs_done = (args->>'epochs')::int4, error = NULL "
+					 "WHERE id = $1 AND status = 'running'",
+					 tl_qualified("tl_runs"));
+	values[0] = Int64GetDatum(run);
+	values[1] = Int64GetDatum(model_id);
+	values[2] = Float8GetDatum(best_acc);
+	values[3] = Int32GetDatum(best_epoch);
+	exec_sql(q.data, 4, types, values, SPI_OK_UPDATE);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run " INT64_FORMAT " is no longer running", run)));
+	resetStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_checkpoints"));
+	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
+	resetStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_progress"));
+	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
+	notify(psprintf("{\"run\": " INT64_FORMAT ", \"status\": \"succeeded\", \"model_id\": " INT64_FORMAT
+					", \"best_val_acc\": %.17g}", run, model_id, best_acc));
+}
+
+/* Final bookkeeping of a failed or cancelled run. */
+void
+finish_unsuccessful(int64 run, const char *status, const char *message)
+{
+	StringInfoData q;
+	StringInfoData js;
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		values[3];
+
+	begin_tx(false);
+	initStringInfo(&q);
+	/* queued too: a cancel can arrive before the run was claimed */
+	appendStringInfo(&q,
+					 "UPDATE %s SET status = $2, error = $3, finished = now() "
+					 "WHERE id = $1 AND status IN ('queued', 'running')", tl_qualified("tl_runs"));
+	values[0] = Int64GetDatum(run);
+	values[1] = CStringGetTextDatum(status);
+	values[2] = CStringGetTextDatum(message);
+	exec_sql(q.data, 3, types, values, SPI_OK_UPDATE);
+	if (SPI_processed == 0)
+	{
+		/* not this worker's run (any more): leave it as it is */
+		end_tx();
+		return;
+	}
+	resetStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_checkpoints"));
+	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
+	resetStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_progress"));
+	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
+	initStringInfo(&js);
+	appendStringInfo(&js, "{\"run\": " INT64_FORMAT ", \"status\": ", run);
+	escape_json(&js, status);
+	appendStringInfoString(&js, ", \"error\": ");
+	/* NOTIFY payloads must stay under 8000 bytes */
+	escape_json(&js, strlen(message) > 1000 ? psprintf("%.1000s...", message) : message);
+	appendStringInfoChar(&js, '}');
+	notify(js.data);
+	end_tx();
+}
