@@ -38,6 +38,19 @@
 #define TL_TRAINED_MODEL_CONDITION \
 	"(m.source OPERATOR(pg_catalog.->>) 'kind') OPERATOR(pg_catalog.=) 'trained'"
 
+/*
+ * The version of model m's tensors: a hash of the row versions (xmin, ctid)
+ * of its tl_model_tensors rows.  Any INSERT, UPDATE or DELETE of them (or a
+ * TRUNCATE) changes it.  Reading the table here, on every call, also makes
+ * every call, cache hits included, check that the current user may read the
+ * weights (SET ROLE, SECURITY DEFINER callers) and apply row-level security,
+ * exactly as a fresh load would.  %s: the schema.
+ */
+#define TL_TENSORS_VERSION \
+	"(SELECT pg_catalog.hashtextextended(pg_catalog.string_agg(" \
+	"t.xmin::pg_catalog.text OPERATOR(pg_catalog.||) t.ctid::pg_catalog.text, ',' ORDER BY t.ctid), 0) " \
+	"FROM %s.tl_model_tensors t WHERE t.model_id OPERATOR(pg_catalog.=) m.id)"
+
 /* Largest model image size accepted (the input buffer is size^2 * 3 floats). */
 #define TL_MAX_MODEL_IMAGE_SIZE 1024
 
@@ -60,6 +73,7 @@ typedef struct model_identity
 	int64		id;
 	TransactionId xmin;
 	ItemPointerData ctid;
+	int64		tensors_version;
 } model_identity;
 
 static void
@@ -186,24 +200,26 @@ prepare_plans(Oid schema)
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT m.id, m.xmin, m.ctid, m.name FROM %s.tl_stored_models m "
-					 "WHERE m.name OPERATOR(pg_catalog.=) $1", nsp);
+					 "SELECT m.id, m.xmin, m.ctid, m.name, " TL_TENSORS_VERSION
+					 " FROM %s.tl_stored_models m "
+					 "WHERE m.name OPERATOR(pg_catalog.=) $1", nsp, nsp);
 	plan_by_name = prepare_saved(sql.data, 1, text_arg);
 
 	/* The newest deployment; its model is NULL once the model was deleted. */
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT m.id, m.xmin, m.ctid, d.model_name "
-					 "FROM %s.tl_deployments d "
+					 "SELECT m.id, m.xmin, m.ctid, d.model_name, " TL_TENSORS_VERSION
+					 " FROM %s.tl_deployments d "
 					 "LEFT JOIN %s.tl_stored_models m ON m.id OPERATOR(pg_catalog.=) d.model_id "
-					 "ORDER BY d.id DESC LIMIT 1", nsp, nsp);
+					 "ORDER BY d.id DESC LIMIT 1", nsp, nsp, nsp);
 	plan_deployed = prepare_saved(sql.data, 0, NULL);
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT m.id, m.xmin, m.ctid, m.name FROM %s.tl_stored_models m "
+					 "SELECT m.id, m.xmin, m.ctid, m.name, " TL_TENSORS_VERSION
+					 " FROM %s.tl_stored_models m "
 					 "WHERE " TL_TRAINED_MODEL_CONDITION " "
-					 "ORDER BY m.created_at DESC, m.id DESC LIMIT 1", nsp);
+					 "ORDER BY m.created_at DESC, m.id DESC LIMIT 1", nsp, nsp);
 	plan_newest_trained = prepare_saved(sql.data, 0, NULL);
 
 	pfree(sql.data);
@@ -242,6 +258,9 @@ lookup_identity(SPIPlanPtr plan, Datum *args, model_identity *ident,
 	ident->xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 2, &isnull));
 	ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 3, &isnull)),
 					&ident->ctid);
+	ident->tensors_version = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	if (isnull)
+		ident->tensors_version = 0;	/* no tensors: the load will say so */
 	return true;
 }
 
@@ -323,6 +342,7 @@ load_model(const model_identity *ident)
 	m->id = ident->id;
 	m->xmin = ident->xmin;
 	m->ctid = ident->ctid;
+	m->tensors_version = ident->tensors_version;
 	m->image_size = info.image_size;
 	m->resize = tl_eval_resize_for(info.image_size);
 	m->num_classes = info.num_classes;	/* fc's outputs: the load checked them */
@@ -383,7 +403,8 @@ tl_model_cache_get(const char *model, Oid schema)
 		tl_cached_model *c = cache[i];
 
 		if (c->id == ident.id && c->xmin == ident.xmin &&
-			ItemPointerEquals(&c->ctid, &ident.ctid))
+			ItemPointerEquals(&c->ctid, &ident.ctid) &&
+			c->tensors_version == ident.tensors_version)
 		{
 			m = c;
 			break;

@@ -5,8 +5,11 @@
  * transfer.model_cache_size models loaded: the network with its weights and
  * batch-1 buffers planned for the model's image size.  Every lookup first
  * asks the tables, in the caller's snapshot, which row version of the model
- * is current (id, xmin, ctid); a cached entry is used only if it was built
- * from exactly that version.  So a replaced, deleted or newly deployed model
+ * is current (id, xmin, ctid) and which row versions its tensors are (a hash
+ * of their xmin and ctid); a cached entry is used only if it was built from
+ * exactly those versions.  Reading tl_model_tensors on every call also checks
+ * the current user's privileges on each hit, as a fresh load would (42501),
+ * so SET ROLE cannot reuse a model another role loaded.  So a replaced, deleted or newly deployed model
  * is seen by the next call in every process, on a hot standby too, and the
  * check is one cached-plan index lookup, far cheaper than an inference.
  *
@@ -29,6 +32,7 @@ typedef struct tl_cached_model
 	int64		id;
 	TransactionId xmin;
 	ItemPointerData ctid;
+	int64		tensors_version;	/* hash of its tensors' row versions */
 
 	char	   *name;			/* malloc'd */
 	int			num_classes;

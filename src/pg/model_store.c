@@ -88,7 +88,7 @@ tl_store_lookup(const char *name, bool missing_ok)
 	args[0] = CStringGetTextDatum(name);
 	rc = SPI_execute_with_args(psprintf("SELECT id FROM %s.tl_stored_models WHERE name OPERATOR(pg_catalog.=) $1",
 										store_schema()),
-							   1, argtypes, args, NULL, false, 1);
+							   1, argtypes, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "looking up model \"%s\" failed: %s", name, SPI_result_code_string(rc));
 	if (SPI_processed == 1)
@@ -120,7 +120,7 @@ read_info(int64 model_id, const char *schema, TlModelInfo *info, MemoryContext c
 	rc = SPI_execute_with_args(psprintf("SELECT name, arch, base_width, num_classes, classes, image_size "
 										"FROM %s.tl_stored_models WHERE id OPERATOR(pg_catalog.=) $1",
 										schema),
-							   1, argtypes, args, NULL, false, 1);
+							   1, argtypes, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading model %lld failed: %s", (long long) model_id, SPI_result_code_string(rc));
 	if (SPI_processed != 1)
@@ -177,7 +177,7 @@ query_tensors(int64 model_id, const char *schema, const TlModelInfo *info)
 					   1, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "preparing the tensor query failed: %s", SPI_result_code_string(SPI_result));
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	rc = SPI_execute_plan(plan, args, NULL, true, 0);
 	SPI_freeplan(plan);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading the tensors of model \"%s\" failed: %s", info->name, SPI_result_code_string(rc));

@@ -7,7 +7,11 @@
  * little-endian bytea).  Every function here runs inside the caller's
  * transaction through SPI, with the caller's privileges, and reports errors
  * with ereport(ERROR).  Functions connect to SPI themselves (nesting is fine
- * when the caller is already connected).
+ * when the caller is already connected).  The reads (lookup, info, load) run
+ * read-only in the caller's active snapshot, as STABLE callers (tl_export,
+ * tl_evaluate, prediction) must: a change committed while the statement runs
+ * is not seen.  A caller that wrote rows earlier in the same call would not
+ * see them either; none does.
  *
  * OWNER: weights (issue 5).
  */

@@ -227,33 +227,44 @@ tl_predict_proba(PG_FUNCTION_ARGS)
 /*
  * tl_predict_topk(img bytea, k int[, model text])
  *   returns table(rank int, class text, probability float8)
+ *
+ * Value-per-call: the first call computes the k rows into the SRF's
+ * multi-call context, which the executor deletes when the set is done, so
+ * per-query memory stays flat over any number of input rows (materialize
+ * mode left each call's result descriptor in per-query memory).
  */
-Datum
-tl_predict_topk(PG_FUNCTION_ARGS)
+typedef struct topk_result
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	Datum	   *classes;		/* text */
+	double	   *probs;
+} topk_result;
+
+static topk_result *
+topk_compute(FunctionCallInfo fcinfo)
+{
 	bytea	   *img = PG_GETARG_BYTEA_PP(0);
 	int32		k = PG_GETARG_INT32(1);
 	tl_cached_model *m;
+	topk_result *res;
 	int		   *order;
-	int			n;
 
 	if (k < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("k must be at least 1, not %d", k)));
-	InitMaterializedSRF(fcinfo, 0);
-
-	m = tl_model_cache_get(model_arg(fcinfo, 2), extension_schema(fcinfo));
+	/* not extension_schema(): fn_extra holds the SRF's FuncCallContext */
+	m = tl_model_cache_get(model_arg(fcinfo, 2), get_func_namespace(fcinfo->flinfo->fn_oid));
 	prepare_input(m, img, false);
 	run_model(m);
 
 	/* Partial selection sort: k is small; ties keep the lower class index. */
-	n = Min(k, m->num_classes);
+	res = palloc(sizeof(topk_result));
+	res->n = Min(k, m->num_classes);
 	order = palloc(sizeof(int) * m->num_classes);
 	for (int i = 0; i < m->num_classes; i++)
 		order[i] = i;
-	for (int r = 0; r < n; r++)
+	for (int r = 0; r < res->n; r++)
 	{
 		int			best = r;
 
@@ -269,19 +280,51 @@ tl_predict_topk(PG_FUNCTION_ARGS)
 			order[best] = t;
 		}
 	}
-	for (int r = 0; r < n; r++)
+	res->classes = palloc(sizeof(Datum) * res->n);
+	res->probs = palloc(sizeof(double) * res->n);
+	for (int r = 0; r < res->n; r++)
 	{
+		res->classes[r] = CStringGetTextDatum(m->classes[order[r]]);
+		res->probs[r] = prob_value(m->probs[order[r]]);
+	}
+	pfree(order);
+	return res;
+}
+
+Datum
+tl_predict_topk(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	topk_result *res;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		MemoryContext oldcxt;
+		TupleDesc	tupdesc;
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		oldcxt = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
+		funcctx->user_fctx = topk_compute(fcinfo);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	funcctx = SRF_PERCALL_SETUP();
+	res = (topk_result *) funcctx->user_fctx;
+	if (funcctx->call_cntr < (uint64) res->n)
+	{
+		int			r = (int) funcctx->call_cntr;
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
 
 		values[0] = Int32GetDatum(r + 1);
-		values[1] = CStringGetTextDatum(m->classes[order[r]]);
-		values[2] = Float8GetDatum(prob_value(m->probs[order[r]]));
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		values[1] = res->classes[r];
+		values[2] = Float8GetDatum(res->probs[r]);
+		SRF_RETURN_NEXT(funcctx,
+						HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc, values, nulls)));
 	}
-	pfree(order);
-	PG_FREE_IF_COPY(img, 0);
-	return (Datum) 0;
+	SRF_RETURN_DONE(funcctx);
 }
 
 static void

@@ -51,17 +51,20 @@ _PG_init(void)
 	DefineCustomIntVariable("transfer.max_image_pixels",
 							"Largest image (width * height) that will be decoded.",
 							"Checked from the image header before any large allocation. "
-							"The default is Pillow's MAX_IMAGE_PIXELS.",
+							"The default is Pillow's MAX_IMAGE_PIXELS.  Only superusers (or roles "
+							"granted SET on it) change it: it guards the server's memory.  It "
+							"cannot exceed the decoders' hard cap of 1 GiB of decoded pixels.",
 							&tl_guc_max_image_pixels,
-							(int) TL_DEFAULT_MAX_PIXELS, 1, INT_MAX,
-							PGC_USERSET, 0, NULL, NULL, NULL);
+							(int) TL_DEFAULT_MAX_PIXELS, 1, (int) TL_HARD_MAX_PIXELS,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.max_image_file_size",
 							"Largest image file that tl_import_folder and load-folder.sh import.",
-							"Larger files are skipped with a warning.",
+							"Larger files are skipped with a warning.  Only superusers (or roles "
+							"granted SET on it) change it.",
 							&tl_guc_max_image_file_size,
 							64 * 1024, 1, (int) ((MaxAllocSize - VARHDRSZ) / 1024),
-							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.blas_threads",
 							"Compute threads used by this process for training and prediction.",

@@ -24,6 +24,17 @@
 /* Pillow's default Image.MAX_IMAGE_PIXELS. */
 #define TL_DEFAULT_MAX_PIXELS INT64_C(89478485)
 
+/*
+ * Hard caps that no max_pixels argument (no setting) can lift: a decode
+ * never allocates more than TL_MAX_DECODED_BYTES (1 GiB) for its RGB8
+ * pixels, i.e. at most TL_HARD_MAX_PIXELS (357913941) pixels, and no side is
+ * longer than TL_MAX_IMAGE_SIDE.  A tiny file declaring 65535x65535 pixels
+ * (12 GiB decoded) is refused from its header.
+ */
+#define TL_MAX_DECODED_BYTES (INT64_C(1) << 30)
+#define TL_HARD_MAX_PIXELS (TL_MAX_DECODED_BYTES / 3)
+#define TL_MAX_IMAGE_SIDE (65535 * 4)
+
 typedef enum tl_image_format
 {
 	TL_FMT_UNKNOWN = 0,

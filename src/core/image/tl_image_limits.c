@@ -18,9 +18,17 @@ tl_image_check_size(const char *what, int64_t width, int64_t height,
 					   "%s of %lldx%lld pixels exceeds the limit of %lld pixels",
 					   what, (long long) width, (long long) height,
 					   (long long) max_pixels);
-	/* Also keep every byte offset (w * h * 3) well inside size_t and int. */
-	if (width > 65535 * 4 || height > 65535 * 4 || width * height > INT64_C(1) << 31)
-		return tl_fail(err, TL_E_LIMIT, "%s of %lldx%lld pixels is too large",
-					   what, (long long) width, (long long) height);
+	/*
+	 * The hard cap, whatever max_pixels says: at most TL_MAX_DECODED_BYTES of
+	 * RGB8, which also keeps every byte offset (w * h * 3) inside int.
+	 */
+	if (width > TL_MAX_IMAGE_SIDE || height > TL_MAX_IMAGE_SIDE ||
+		width * height > TL_HARD_MAX_PIXELS)
+		return tl_fail(err, TL_E_LIMIT,
+					   "%s of %lldx%lld pixels exceeds the hard limit of %lld pixels "
+					   "(%lld MiB decoded) that no setting can raise",
+					   what, (long long) width, (long long) height,
+					   (long long) TL_HARD_MAX_PIXELS,
+					   (long long) (TL_MAX_DECODED_BYTES >> 20));
 	return TL_OK;
 }
