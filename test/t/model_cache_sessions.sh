@@ -15,7 +15,7 @@ set -u
 . "$(dirname "$0")/../lib/predict_setup.sh"
 db=model_cache_sessions
 
-echo "1..10"
+echo "1..11"
 predict_setup_db "$db"
 q "$db" "INSERT INTO tl_images (dataset, split, label, name, img)
 	SELECT 'many', 'val', label, name || '#' || g, img
@@ -55,7 +55,16 @@ SET parallel_leader_participation = on;
 SELECT 'before', string_agg(DISTINCT p, ',') FROM (SELECT tl_predict(img, 'predict_a') AS p FROM tl_images WHERE dataset = 'psynth') s;
 \! psql -X -qAt -d $db -c "UPDATE tl_model_tensors SET data = '$BEES' WHERE key = 'fc.bias' AND model_id = (SELECT id FROM tl_stored_models WHERE name = 'predict_a')" >/dev/null
 SELECT 'serial', string_agg(DISTINCT p, ',') FROM (SELECT tl_predict(img, 'predict_a') AS p FROM tl_images WHERE dataset = 'psynth') s;
-\! psql -X -qAt -d $db -c "UPDATE tl_model_tensors SET data = '$ANTS' WHERE key = 'fc.bias' AND model_id = (SELECT id FROM tl_stored_models WHERE name = 'predict_a')" >/dev/null
+SQL
+)
+# A fresh session caches the ants model in the leader; after the UPDATE,
+# its parallel workers load the new one: the leader must not keep the old.
+set_bias "$ANTS"
+out+=$'\n'$(psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" 2>&1 <<SQL
+$PARALLEL
+SET parallel_leader_participation = on;
+SELECT 'pbefore', string_agg(DISTINCT p, ',') FROM (SELECT tl_predict(img, 'predict_a') AS p FROM tl_images WHERE dataset = 'psynth') s;
+\! psql -X -qAt -d $db -c "UPDATE tl_model_tensors SET data = '$BEES' WHERE key = 'fc.bias' AND model_id = (SELECT id FROM tl_stored_models WHERE name = 'predict_a')" >/dev/null
 SELECT 'parallel', string_agg(DISTINCT p, ','), count(*) FROM (SELECT tl_predict(img, 'predict_a') AS p FROM tl_images WHERE dataset = 'many') s;
 SQL
 )
@@ -63,7 +72,8 @@ SQL
 get() { awk -F'|' -v k="$1" '$1 == k {print $2}' <<<"$out"; }
 is "$(get before)" "ants" "with fc.bias (+100, -100) the session predicts ants (predict_a now cached)"
 is "$(get serial)" "bees" "after another session's UPDATE of the tensors, the session's next query predicts with the new weights"
-is "$(get parallel)" "ants" "after the next UPDATE, a parallel query's leader and workers all use the new weights (no mix)"
+is "$(get pbefore)" "ants" "a new session caches the ants model"
+is "$(get parallel)" "bees" "after another session's UPDATE, a parallel query's leader and workers all use the new weights (no mix)"
 
 # ---- finding 7: tl_predict_topk's per-query memory is flat ----
 # ExecutorState of the query itself, read by an InitPlan evaluated after the
