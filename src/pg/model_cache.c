@@ -42,10 +42,11 @@
  * The version of model m's tensors: the XOR of a 64-bit hash of each of its
  * tl_model_tensors rows' versions (ctid seeded with xmin; ctids are unique,
  * so no two rows cancel); about 30 us for a ResNet-18's ~100 rows.  Any
- * INSERT, UPDATE or DELETE of them (or a TRUNCATE) changes it.  Reading the table here, on every call, also makes
- * every call, cache hits included, check that the current user may read the
- * weights (SET ROLE, SECURITY DEFINER callers) and apply row-level security,
- * exactly as a fresh load would.  %s: the schema.
+ * INSERT, UPDATE or DELETE of them (or a TRUNCATE) changes it.  Reading the
+ * table here, on every call, also makes every call, cache hits included,
+ * check that the current user may read the weights (SET ROLE, SECURITY
+ * DEFINER callers) and apply row-level security, as a fresh load would.
+ * %s: the schema.
  */
 #define TL_TENSORS_VERSION \
 	"(SELECT pg_catalog.bit_xor(pg_catalog.hashtidextended(t.ctid, " \
