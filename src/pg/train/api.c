@@ -162,7 +162,8 @@ resolve_base_model(tl_run_args *args)
 							 TL_DEFAULT_BASE_MODEL)));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("base model \"%s\" does not exist", args->base_model)));
+				 errmsg("base model \"%s\" does not exist", args->base_model),
+				 errhint(TL_HINT_SEE_MODELS)));
 	}
 
 	/* Loading checks every key and shape against ResNet-18; free it right after. */
@@ -340,9 +341,7 @@ tl_train(PG_FUNCTION_ARGS)
 	if (!args.from_scratch)
 		resolve_base_model(&args);
 	if (args.model_name != NULL && tl_store_lookup(args.model_name, true) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("model \"%s\" already exists", args.model_name)));
+		tl_pg_raise_model_exists(args.model_name);
 
 	/*
 	 * BatchNorm in train mode needs more than one value per channel: a last
@@ -542,8 +541,8 @@ tl_resume(PG_FUNCTION_ARGS)
 	if (strcmp(r.status, "interrupted") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("training run " INT64_FORMAT " is %s, not interrupted", run, r.status),
-				 errhint("Only interrupted runs can be resumed.")));
+				 errmsg("training run " INT64_FORMAT " cannot be resumed: its status is %s", run, r.status),
+				 errhint("Only interrupted runs can be resumed; start a new run with tl_train.")));
 	if (r.mine)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -36,3 +36,28 @@ FROM @extschema@.tl_runs r
 LEFT JOIN @extschema@.tl_run_progress p ON p.run = r.id
 WHERE r.status IN ('queued', 'running');
 
+-- ---- error model: tl_deploy(NULL) is an error ----
+CREATE OR REPLACE FUNCTION @extschema@.tl_deploy(model text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m_id bigint;
+	dep_id bigint;
+BEGIN
+	IF model IS NULL THEN
+		RAISE EXCEPTION 'model must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name the model to deploy; the view tl_models lists the models you can deploy.';
+	END IF;
+	SELECT m.id INTO m_id FROM @extschema@.tl_stored_models m WHERE m.name = model;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'model "%" does not exist', model
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The view tl_models lists the models you can deploy.';
+	END IF;
+	INSERT INTO @extschema@.tl_deployments (model_id, model_name)
+		VALUES (m_id, model) RETURNING id INTO dep_id;
+	RETURN dep_id;
+END
+$$;
