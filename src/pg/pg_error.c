@@ -147,7 +147,7 @@ tl_pg_raise_model_exists(const char *name)
 }
 
 void
-tl_pg_raise_bad_image(int64 id, const tl_error *err)
+tl_pg_raise_bad_image(int64 id, int sqlstate, const char *message)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
@@ -169,8 +169,8 @@ tl_pg_raise_bad_image(int64 id, const tl_error *err)
 	}
 	SPI_finish();
 	ereport(ERROR,
-			(errcode(tl_pg_sqlstate(err->code)),
-			 errmsg("could not decode image %lld: %s", (long long) id, err->message),
+			(errcode(sqlstate),
+			 errmsg("%s", message),
 			 where ? errdetail("Image %lld is the image of %s in tl_images.", (long long) id, where) : 0,
 			 errhint("Remove it with DELETE FROM tl_images WHERE id = %lld, then start the run again.",
 					 (long long) id)));

@@ -28,9 +28,10 @@ void		tl_pg_raise_no_dataset(const char *dataset, const char *split) pg_attribut
 void		tl_pg_raise_model_exists(const char *name) pg_attribute_noreturn();
 
 /*
- * Image id of tl_images can't be decoded: names its dataset, split, label and
- * name and says how to remove it.  Connects to SPI itself.  Never returns.
+ * Image id of tl_images can't be used (message says why): the detail names
+ * its dataset, split, label and name, the hint how to delete it.  Connects to
+ * SPI itself.  Never returns.
  */
-void		tl_pg_raise_bad_image(int64 id, const tl_error *err) pg_attribute_noreturn();
+void		tl_pg_raise_bad_image(int64 id, int sqlstate, const char *message) pg_attribute_noreturn();
 
 #endif

@@ -112,15 +112,13 @@ dataset_decoded_bytes(const char *dataset)
 
 			if (tl_image_probe((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
 							   &fmt, &w, &h, &err) != TL_OK)
-				ereport(ERROR,
-						(errcode(tl_pg_sqlstate(err.code)),
-						 errmsg("image %lld of dataset \"%s\" cannot be used for training: %s",
-								(long long) id, dataset, err.message)));
+				tl_pg_raise_bad_image(id, tl_pg_sqlstate(err.code),
+									  psprintf("image %lld of dataset \"%s\" cannot be used for training: %s",
+											   (long long) id, dataset, err.message));
 			if ((int64) w * h > tl_guc_max_image_pixels)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
-								(long long) id, dataset, w, h)));
+				tl_pg_raise_bad_image(id, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+									  psprintf("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
+											   (long long) id, dataset, w, h));
 			total += 3.0 * w * h;
 		}
 		SPI_freetuptable(SPI_tuptable);
