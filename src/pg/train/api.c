@@ -376,7 +376,7 @@ tl_train(PG_FUNCTION_ARGS)
 										  &(bool) {false}));
 	}
 	if (args.model_name == NULL)
-		args.model_name = psprintf("%s-%s-run" INT64_FORMAT, args.dataset,
+		args.model_name = psprintf("%s_%s_run" INT64_FORMAT, args.dataset,
 								   tl_train_mode_name(args.mode), run);
 	json = tl_run_args_json(&args, &info);
 
