@@ -66,12 +66,12 @@ cp -r "$fx/predict" "$fx/image" "$work/"
 chmod -R a+rX "$TL_REPO/build/test-data"
 
 # ---- the prepared databases
-tl_psql -d postgres <<'EOF'
+tl_psql -d postgres >/dev/null <<'EOF'
 DO $$ BEGIN CREATE ROLE analyst; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN CREATE ROLE loader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN CREATE ROLE importer; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 EOF
-createdb $base && tl_psql -d $base -v work="$work" <<'EOF'
+createdb $base && tl_psql -d $base -v work="$work" >/dev/null <<'EOF'
 SET client_min_messages = warning;
 CREATE EXTENSION transfer;
 SELECT count(*) FROM tl_import_folder('hymenoptera', :'work' || '/data/hymenoptera_data');
@@ -90,7 +90,7 @@ INSERT INTO photos SELECT row_number() OVER (ORDER BY dataset, name), name, img
 FROM tl_images WHERE dataset = 'hymenoptera' OR name IN ('synth_rgb.png', 'synth_gray.jpg');
 EOF
 ok $? "prepared $base"
-createdb -T $base $full && tl_psql -d $full -v work="$work" <<'EOF'
+createdb -T $base $full && tl_psql -d $full -v work="$work" >/dev/null <<'EOF'
 SET client_min_messages = warning;
 SELECT tl_import_weights_file('resnet18-imagenet', :'work' || '/models/resnet18-f37072fd.pth');
 SELECT tl_train('finetune', 'hymenoptera', epochs => 1, image_size => 64, wait => true);
