@@ -10,39 +10,24 @@ SET client_min_messages = warning;
 BEGIN;
 SELECT plan(53);
 
--- err(q): 'SQLSTATE hint' or 'SQLSTATE no hint' for the error q raises, or
--- 'no error'.  hint(q): the hint's text ('' when none).
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text;
-	h text;
+-- caught(q): the SQLSTATE, hint and detail of the error q raises (NULLs
+-- when none).  err(q): 'SQLSTATE hint' or 'SQLSTATE no hint', or 'no error';
+-- hint(q), detail(q): the text ('' when none).
+CREATE FUNCTION pg_temp.caught(q text, OUT state text, OUT hint text, OUT detail text)
+LANGUAGE plpgsql AS $$
 BEGIN
 	EXECUTE q;
-	RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, h = PG_EXCEPTION_HINT;
-	RETURN st || CASE WHEN coalesce(h, '') <> '' THEN ' hint' ELSE ' no hint' END;
+	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, hint = PG_EXCEPTION_HINT, detail = PG_EXCEPTION_DETAIL;
 END $$;
-CREATE FUNCTION pg_temp.hint(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	h text;
-BEGIN
-	EXECUTE q;
-	RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
-	RETURN coalesce(h, '');
-END $$;
-CREATE FUNCTION pg_temp.detail(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	d text;
-BEGIN
-	EXECUTE q;
-	RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
-	RETURN coalesce(d, '');
-END $$;
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE sql AS $$
+	SELECT CASE WHEN c.state IS NULL THEN 'no error'
+		ELSE c.state || CASE WHEN coalesce(c.hint, '') <> '' THEN ' hint' ELSE ' no hint' END END
+	FROM pg_temp.caught(q) c $$;
+CREATE FUNCTION pg_temp.hint(q text) RETURNS text LANGUAGE sql AS $$
+	SELECT coalesce(hint, '') FROM pg_temp.caught(q) $$;
+CREATE FUNCTION pg_temp.detail(q text) RETURNS text LANGUAGE sql AS $$
+	SELECT coalesce(detail, '') FROM pg_temp.caught(q) $$;
 
 -- ---- fixtures: a model (ants, bees) and datasets with one defect each
 SELECT FROM tl_import_weights('e_model',

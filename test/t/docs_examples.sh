@@ -31,7 +31,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
-. test/t/tap.bash
+. test/lib/predict_setup.sh	# predict_setup_db, and tap.bash
 
 work=$TL_REPO/build/test-data/docs-examples
 base=tl_docs_base
@@ -62,7 +62,6 @@ torch.manual_seed(0)
 torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])
 EOF
 cp "$fx/predict/predict_a.safetensors" "$work/models/x.safetensors"
-cp -r "$fx/predict" "$fx/image" "$work/"
 chmod -R a+rX "$TL_REPO/build/test-data"
 
 # ---- the prepared databases
@@ -71,20 +70,11 @@ DO $$ BEGIN CREATE ROLE analyst; EXCEPTION WHEN duplicate_object THEN NULL; END 
 DO $$ BEGIN CREATE ROLE loader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN CREATE ROLE importer; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 EOF
-createdb $base && tl_psql -d $base -v work="$work" >/dev/null <<'EOF'
+predict_setup_db $base		# the extension, predict_a, predict_b, dataset psynth
+tl_psql -d $base -v work="$work" >/dev/null <<'EOF'
 SET client_min_messages = warning;
-CREATE EXTENSION transfer;
 SELECT count(*) FROM tl_import_folder('hymenoptera', :'work' || '/data/hymenoptera_data');
-SELECT FROM tl_import_weights('predict_a',
-	pg_read_binary_file(:'work' || '/predict/predict_a.safetensors'), ARRAY['ants', 'bees']);
-SELECT FROM tl_import_weights('predict_b',
-	pg_read_binary_file(:'work' || '/predict/predict_b.safetensors'), ARRAY['ants', 'bees', 'wasps']);
-UPDATE tl_stored_models SET image_size = 32 WHERE name = 'predict_a';
-UPDATE tl_stored_models SET image_size = 40 WHERE name = 'predict_b';
-INSERT INTO tl_images (dataset, split, label, name, img)
-SELECT 'pregress', 'val', CASE WHEN f < 'synth_l' THEN 'ants' ELSE 'bees' END, f,
-	pg_read_binary_file(:'work' || '/image/' || f)
-FROM pg_ls_dir(:'work' || '/image') AS f WHERE f ~ '\.(jpg|png)$';
+UPDATE tl_images SET dataset = 'pregress' WHERE dataset = 'psynth';
 CREATE TABLE photos (id int PRIMARY KEY, name text NOT NULL, img bytea NOT NULL);
 INSERT INTO photos SELECT row_number() OVER (ORDER BY dataset, name), name, img
 FROM tl_images WHERE dataset = 'hymenoptera' OR name IN ('synth_rgb.png', 'synth_gray.jpg');
