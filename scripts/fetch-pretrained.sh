@@ -5,16 +5,28 @@
 #   scripts/fetch-pretrained.sh [-d DATABASE] [--file PATH] [--name NAME]
 #
 # The file is torchvision's resnet18-f37072fd.pth (ResNet18_Weights.IMAGENET1K_V1,
-# 44.7 MB).  It is taken from --file, else from torch's download cache
-# ($TORCH_HOME or ~/.cache/torch/hub/checkpoints), else from build/, else
-# downloaded from download.pytorch.org into build/ ($TL_PRETRAINED_DIR).  Its SHA-256 must start
-# with f37072fd, as torch.hub checks.  The import goes through psql with the
-# usual PGHOST/PGPORT/PGUSER/PGDATABASE environment (or -d), so the file need
-# not be readable by the server.
+# 44.7 MB).  It is taken from --file (a path relative to the current
+# directory or absolute), else from torch's download cache ($TORCH_HOME or
+# ~/.cache/torch/hub/checkpoints), else from the download directory, else
+# downloaded from download.pytorch.org into the download directory.  Its
+# SHA-256 must start with f37072fd, as torch.hub checks.  The import goes
+# through psql with the usual PGHOST/PGPORT/PGUSER/PGDATABASE environment (or
+# -d), so the file need not be readable by the server.
+#
+# Environment:
+#   TL_PRETRAINED_DIR   the download directory (default: build/ in the
+#                       checkout; when that is not writable, a directory
+#                       under ${TMPDIR:-/tmp})
+#   TL_PRETRAINED_URL   where to download the file from
+#   TL_PRETRAINED_ANY_HASH=1  import a file whose SHA-256 is not f37072fd...
+#
+# Without the file, tl_train(..., from_scratch => true) trains from random
+# initialisation instead of the ImageNet weights.
 #
 # Exit status: 0 imported (or already there), 1 error, 2 the file could not
-# be found or downloaded (the message says how to get it).
+# be found, downloaded or stored (the message says how to get it).
 set -euo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 
 FILE_NAME=resnet18-f37072fd.pth
@@ -31,10 +43,15 @@ while [ $# -gt 0 ]; do
 		-d) DB_ARGS=(-d "$2"); shift 2 ;;
 		--file) FILE=$2; shift 2 ;;
 		--name) NAME=$2; shift 2 ;;
-		-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+		-h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 		*) die "unknown argument \"$1\" (see --help)" ;;
 	esac
 done
+# --file is relative to where the script was called from, not the checkout.
+case $FILE in
+	''|/*) ;;
+	*) FILE=$CALLER_DIR/$FILE ;;
+esac
 
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "${DB_ARGS[@]}" "$@"; }
 
@@ -54,16 +71,37 @@ if [ -z "$FILE" ]; then
 	done
 fi
 if [ -z "$FILE" ]; then
-	mkdir -p "$DIR"
+	# The download directory must be writable: a read-only checkout falls
+	# back to a temporary directory, a TL_PRETRAINED_DIR that isn't is an error.
+	if ! { mkdir -p "$DIR" && [ -w "$DIR" ]; } 2>/dev/null; then
+		if [ -n "${TL_PRETRAINED_DIR:-}" ]; then
+			cat >&2 <<MSG
+fetch-pretrained.sh: cannot write to TL_PRETRAINED_DIR="$DIR", where the download goes.
+Set TL_PRETRAINED_DIR to a writable directory, or download $FILE_NAME
+yourself and run
+    scripts/fetch-pretrained.sh --file /path/to/$FILE_NAME
+MSG
+			exit 2
+		fi
+		tmp=${TMPDIR:-/tmp}/transfer-pretrained-$(id -u)
+		echo "fetch-pretrained.sh: $PWD/$DIR is not writable; downloading into $tmp (set TL_PRETRAINED_DIR to choose)" >&2
+		DIR=$tmp
+		if ! { mkdir -p "$DIR" && [ -w "$DIR" ]; } 2>/dev/null; then
+			echo "fetch-pretrained.sh: cannot write to $DIR either; set TL_PRETRAINED_DIR to a writable directory" >&2
+			exit 2
+		fi
+	fi
 	echo "downloading $URL"
 	if ! command -v curl >/dev/null ||
 		! curl -fL --connect-timeout 20 --max-time 900 --progress-bar -o "$DIR/$FILE_NAME.part" "$URL"; then
 		rm -f "$DIR/$FILE_NAME.part"
 		cat >&2 <<MSG
 fetch-pretrained.sh: could not download $URL (no internet access, or curl missing).
-Without it there is no model "$NAME", so tl_train needs another base model
-from tl_stored_models (see docs/weights.md).  To use the ImageNet weights, on
-any machine with internet access run
+Without it there is no model "$NAME": train from random initialisation with
+    SELECT tl_train('finetune', 'mydataset', from_scratch => true);
+or name another base model of tl_models with base_model => '...'
+(see docs/weights.md).  To use the ImageNet weights, on any machine with
+internet access run
     curl -LO $URL
 copy $FILE_NAME here and run
     scripts/fetch-pretrained.sh --file /path/to/$FILE_NAME

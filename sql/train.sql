@@ -33,7 +33,10 @@ INSERT INTO tl_images (dataset, split, label, name, img)
 -- Every bad request fails before a worker starts, with its own message.
 SELECT tl_train('transfer', 'trainset');
 SELECT tl_train(NULL, 'trainset');
+-- terse: the hint lists the database's datasets, which depend on earlier tests
+\set VERBOSITY terse
 SELECT tl_train('finetune', 'no such set', from_scratch => true);
+\set VERBOSITY default
 SELECT tl_train('finetune', 'oneclass', from_scratch => true);
 SELECT tl_train('finetune', 'noval', from_scratch => true);
 SELECT tl_train('finetune', 'notrain', from_scratch => true);

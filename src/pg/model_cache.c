@@ -281,7 +281,7 @@ resolve_model(const char *model, model_identity *ident)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("model \"%s\" does not exist", model),
-					 errhint("The view tl_models lists the models you can use.")));
+					 errhint(TL_HINT_SEE_MODELS)));
 		return;
 	}
 

@@ -98,7 +98,7 @@ tl_store_lookup(const char *name, bool missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" does not exist", name),
-				 errhint("Models are listed in tl_stored_models; import one with tl_import_weights.")));
+				 errhint(TL_HINT_SEE_MODELS " Import one with tl_import_weights.")));
 	return id;
 }
 
@@ -485,10 +485,7 @@ tl_store_save(const char *name, const tl_state_dict *sd,
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "looking up model \"%s\" failed: %s", name, SPI_result_code_string(rc));
 		if (SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("model \"%s\" already exists", name),
-					 errhint("Choose another name, or delete the old model from tl_stored_models first.")));
+			tl_pg_raise_model_exists(name);
 	}
 
 	model_args[0] = CStringGetTextDatum(name);

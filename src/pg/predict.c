@@ -97,6 +97,11 @@ prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image)
 				(errmsg_internal("tl_try_predict: skipped an image: %s", err.message)));
 		return false;
 	}
+	if (is_image_error(rc))
+		ereport(ERROR,
+				(errcode(tl_pg_sqlstate(err.code)),
+				 errmsg("could not decode image: %s", err.message),
+				 errhint("Use tl_try_predict to skip images that can't be decoded (it returns NULL for them).")));
 	tl_pg_raise(&err, "could not decode image");
 }
 
@@ -453,10 +458,7 @@ tl_evaluate(PG_FUNCTION_ARGS)
 	tl_model_cache_unpin(m);
 
 	if (images == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("dataset \"%s\" has no images in split \"%s\"", dataset, split),
-				 errhint("The view tl_datasets lists datasets and splits.")));
+		tl_pg_raise_no_dataset(dataset, split);
 
 	MemoryContextSwitchTo(callcxt);
 	initStringInfo(&out);

@@ -143,10 +143,7 @@ tl_preview(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	rows = preview_list(nspname, PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), outer, &nrows);
 	if (nrows == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("dataset \"%s\" has no images in split \"%s\"", dataset, split),
-				 errhint("The view tl_datasets lists datasets and splits.")));
+		tl_pg_raise_no_dataset(dataset, split);
 	if (n > nrows)
 		n = nrows;
 

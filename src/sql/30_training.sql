@@ -199,9 +199,11 @@ SELECT r.id AS run,
 	   p.batch,
 	   p.batches,
 	   pg_catalog.date_trunc('second', pg_catalog.now() - r.started) AS elapsed,
+	   -- NULL while unknown (no batch timed yet); GREATEST would turn it into 0
+	   CASE WHEN p.eta_seconds IS NOT NULL THEN
 	   pg_catalog.make_interval(secs => pg_catalog.round(GREATEST(
 		   p.eta_seconds - extract(epoch FROM pg_catalog.now() - p.updated)::float8, 0)))
-	   AS eta,
+	   END AS eta,
 	   r.pid,
 	   p.updated
 FROM @extschema@.tl_runs r

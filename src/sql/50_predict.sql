@@ -18,14 +18,20 @@ COMMENT ON TABLE @extschema@.tl_deployments IS
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_deployments', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_deployments_id_seq', '');
 
+-- Not STRICT: tl_deploy(NULL) is a mistake (it is not "undeploy"), so an error.
 CREATE FUNCTION @extschema@.tl_deploy(model text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	m_id bigint;
 	dep_id bigint;
 BEGIN
+	IF model IS NULL THEN
+		RAISE EXCEPTION 'model must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name the model to deploy; the view tl_models lists the models you can deploy.';
+	END IF;
 	SELECT m.id INTO m_id FROM @extschema@.tl_stored_models m WHERE m.name = model;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'model "%" does not exist', model

@@ -102,7 +102,7 @@ SELECT throws_ok($$SELECT tl_plot(-7)$$, '42704', NULL, 'plot of an unknown run:
 
 -- A run row of this transaction (no worker is started for it here).
 INSERT INTO tl_runs (id, dataset, mode, args, status) VALUES (-1, 'tap_train', 'finetune', '{"epochs": 1}', 'succeeded');
-SELECT throws_ok($$SELECT tl_resume(-1)$$, '55000', 'training run -1 is succeeded, not interrupted',
+SELECT throws_ok($$SELECT tl_resume(-1)$$, '55000', 'training run -1 cannot be resumed: its status is succeeded',
 	'only interrupted runs resume: 55000');
 SELECT is(tl_cancel(-1), false, 'an ended run has nothing to cancel');
 

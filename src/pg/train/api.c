@@ -112,15 +112,13 @@ dataset_decoded_bytes(const char *dataset)
 
 			if (tl_image_probe((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
 							   &fmt, &w, &h, &err) != TL_OK)
-				ereport(ERROR,
-						(errcode(tl_pg_sqlstate(err.code)),
-						 errmsg("image %lld of dataset \"%s\" cannot be used for training: %s",
-								(long long) id, dataset, err.message)));
+				tl_pg_raise_bad_image(id, tl_pg_sqlstate(err.code),
+									  psprintf("image %lld of dataset \"%s\" cannot be used for training: %s",
+											   (long long) id, dataset, err.message));
 			if ((int64) w * h > tl_guc_max_image_pixels)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
-								(long long) id, dataset, w, h)));
+				tl_pg_raise_bad_image(id, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+									  psprintf("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
+											   (long long) id, dataset, w, h));
 			total += 3.0 * w * h;
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -162,7 +160,8 @@ resolve_base_model(tl_run_args *args)
 							 TL_DEFAULT_BASE_MODEL)));
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("base model \"%s\" does not exist", args->base_model)));
+				 errmsg("base model \"%s\" does not exist", args->base_model),
+				 errhint(TL_HINT_SEE_MODELS)));
 	}
 
 	/* Loading checks every key and shape against ResNet-18; free it right after. */
@@ -340,9 +339,7 @@ tl_train(PG_FUNCTION_ARGS)
 	if (!args.from_scratch)
 		resolve_base_model(&args);
 	if (args.model_name != NULL && tl_store_lookup(args.model_name, true) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("model \"%s\" already exists", args.model_name)));
+		tl_pg_raise_model_exists(args.model_name);
 
 	/*
 	 * BatchNorm in train mode needs more than one value per channel: a last
@@ -379,7 +376,7 @@ tl_train(PG_FUNCTION_ARGS)
 										  &(bool) {false}));
 	}
 	if (args.model_name == NULL)
-		args.model_name = psprintf("%s-%s-run" INT64_FORMAT, args.dataset,
+		args.model_name = psprintf("%s_%s_run" INT64_FORMAT, args.dataset,
 								   tl_train_mode_name(args.mode), run);
 	json = tl_run_args_json(&args, &info);
 
@@ -542,8 +539,8 @@ tl_resume(PG_FUNCTION_ARGS)
 	if (strcmp(r.status, "interrupted") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("training run " INT64_FORMAT " is %s, not interrupted", run, r.status),
-				 errhint("Only interrupted runs can be resumed.")));
+				 errmsg("training run " INT64_FORMAT " cannot be resumed: its status is %s", run, r.status),
+				 errhint("Only interrupted runs can be resumed; start a new run with tl_train.")));
 	if (r.mine)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

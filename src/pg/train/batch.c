@@ -59,9 +59,8 @@ tl_decode_images(tl_image *images, int n, const int *idx, const int64 *ids,
 	tl_parallel_for(n, 1, decode_range, &j);
 	for (int i = 0; i < n; i++)
 		if (j.rc[i] != TL_OK)
-			ereport(ERROR,
-					(errcode(tl_pg_sqlstate(j.err[i].code)),
-					 errmsg("could not decode image %lld: %s", (long long) ids[i], j.err[i].message)));
+			tl_pg_raise_bad_image(ids[i], tl_pg_sqlstate(j.err[i].code),
+								  psprintf("could not decode image %lld: %s", (long long) ids[i], j.err[i].message));
 	pfree(j.rc);
 	pfree(j.err);
 }

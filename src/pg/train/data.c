@@ -149,15 +149,12 @@ tl_dataset_check(const char *dataset, tl_dataset_info *info)
 	}
 
 	if (total == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("dataset \"%s\" does not exist", dataset),
-				 errdetail("No image of tl_images that the current role can read has this dataset name."),
-				 errhint("Import images with tl_import_folder first.")));
+		tl_pg_raise_no_dataset(dataset, NULL);
 	if (info->n_train == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("dataset \"%s\" has no images in split \"train\"", dataset)));
+				 errmsg("dataset \"%s\" has no images in split \"train\"", dataset),
+				 errhint("Training needs a train and a val split, like the tutorial's hymenoptera_data/train and hymenoptera_data/val; the view tl_datasets lists the splits.")));
 	if (info->n_val == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -188,7 +185,8 @@ tl_dataset_check(const char *dataset, tl_dataset_info *info)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("dataset \"%s\" has %d class%s in split \"val\" that split \"train\" lacks",
 						dataset, n_missing, n_missing == 1 ? "" : "es"),
-				 errdetail("Missing from train: %s%s.", missing.data, n_missing > 5 ? ", ..." : "")));
+				 errdetail("Missing from train: %s%s.", missing.data, n_missing > 5 ? ", ..." : ""),
+				 errhint("Add train images of these classes, or move or delete their val images (the view tl_datasets lists the classes of each split).")));
 }
 
 /* Parameter count of torchvision's ResNet-18 with a base width and fc size. */

@@ -318,6 +318,17 @@ report_outcome(int64 run, const char *status)
  * Wait for a detached worker; if the caller is cancelled meanwhile, the run
  * is cancelled too (the user pressed ^C on a blocking tl_train).
  */
+static void
+waiting_context(void *arg)
+{
+	int64		run = *(int64 *) arg;
+
+	errcontext("waiting for training run " INT64_FORMAT " (cancelling the wait, e.g. by statement_timeout, "
+			   "cancels the run; SELECT * FROM tl_runs WHERE id = " INT64_FORMAT " shows it. To follow a run "
+			   "without a statement waiting, start it with wait => false and watch tl_progress or call tl_wait(run))",
+			   run, run);
+}
+
 void
 follow_detached(int64 run, BackgroundWorkerHandle *handle)
 {
@@ -325,7 +336,14 @@ follow_detached(int64 run, BackgroundWorkerHandle *handle)
 
 	PG_TRY();
 	{
+		ErrorContextCallback waiting;
+
+		waiting.callback = waiting_context;
+		waiting.arg = &run;
+		waiting.previous = error_context_stack;
+		error_context_stack = &waiting;
 		status = follow_run(run, handle, 0, true);
+		error_context_stack = waiting.previous;
 	}
 	PG_CATCH();
 	{

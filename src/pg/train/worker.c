@@ -465,8 +465,12 @@ tl_train_worker_main(Datum main_arg)
 			ereport(LOG,
 					(errmsg("training run " INT64_FORMAT " failed%s: %s", run,
 							claimed ? "" : " before it started", e->message)));
+		/* keep the error's detail and hint: tl_runs.error is all the user sees */
 		finish_unsuccessful(run, cancelled ? "cancelled" : "failed",
-							cancelled ? "cancelled by request" : e->message);
+							cancelled ? "cancelled by request" :
+							psprintf("%s%s%s%s%s", e->message,
+									 e->detail ? "\nDETAIL: " : "", e->detail ? e->detail : "",
+									 e->hint ? "\nHINT: " : "", e->hint ? e->hint : ""));
 		RESUME_CANCEL_INTERRUPTS();
 		proc_exit(0);
 	}
