@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
@@ -115,6 +116,47 @@ extern const char *tl_qualified(const char *name);
 extern void tl_dataset_check(const char *dataset, tl_dataset_info *info);
 /* Index of a label in info->classes, or -1. */
 extern int	tl_dataset_class_index(const tl_dataset_info *info, const char *label);
+
+/*
+ * source.c: a table, view or materialized view of the caller as a run's
+ * data.  ids: n_train then n_val row ids (hashes of the image bytes).
+ */
+typedef struct tl_source
+{
+	char	   *schema;
+	char	   *relation;
+	char	   *qualified;		/* quoted schema.relation */
+	char	   *image_column;
+	char	   *label_column;
+	char	   *split_column;	/* NULL: the split is drawn with the run's seed */
+	double		val_fraction;
+	int64		skipped;		/* rows tl_train skipped */
+	int64	   *ids;
+	int			n_train;
+	int			n_val;
+} tl_source;
+
+/* The relation `dataset` names with the current search_path, or InvalidOid. */
+extern Oid	tl_source_resolve_name(const char *dataset);
+/*
+ * tl_train: false when `dataset` is a tl_images dataset or names no relation
+ * (relid from tl_source_resolve_name); else check the relation and read it
+ * with tl_train's arguments image_column .. val_fraction.
+ */
+extern bool tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64 seed,
+							  tl_source *src, tl_dataset_info *info, double *decoded_bytes);
+/* Resolve and check the columns (NULL: defaults) and the SELECT privilege. */
+extern void tl_source_columns(Oid relid, const char *image_column, const char *label_column,
+							  const char *split_column, tl_source *src);
+/* Read the rows once: skip bad ones (NOTICE), split, check classes and parts. */
+extern void tl_source_read(tl_source *src, double val_fraction, int64 seed,
+						   tl_dataset_info *info, double *decoded_bytes);
+/* tl_runs.args JSON (from tl_run_args_json) with the source added. */
+extern char *tl_source_args_json(const char *json, const tl_source *src);
+/* A run's recorded source; false for a tl_images run. */
+extern bool tl_source_load(int64 run, tl_source *src);
+/* SELECT id, split, label, img of the source's rows whose id = ANY ($1). */
+extern char *tl_source_rows_sql(const tl_source *src);
 
 /* Estimated peak memory of a training worker, in bytes. */
 extern double tl_train_memory_estimate(const tl_run_args *args, double image_bytes);
@@ -279,7 +321,8 @@ typedef struct run_data
 	int			n_val;
 } run_data;
 
-extern void load_images(const char *dataset, run_data *d, bool by_ids);
+/* src: a relation source (by_ids only), or NULL for tl_images */
+extern void load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids);
 extern void load_classes(int64 run, run_data *d);
 extern void record_classes(int64 run, const run_data *d);
 
