@@ -36,6 +36,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/varlena.h"
@@ -564,7 +565,12 @@ tl_images_has(const char *dataset)
 	StringInfoData q;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(dataset)};
+	Oid			images = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(tl_qualified("tl_images"))),
+										  NoLock, false);
 
+	/* tl_images is not readable by default: a role without it has none */
+	if (pg_class_aclcheck(images, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT 1 FROM %s WHERE dataset OPERATOR(pg_catalog.=) $1 LIMIT 1",
 					 tl_qualified("tl_images"));
@@ -603,15 +609,22 @@ tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64
 					 errmsg("val_fraction must be between 0 and 1 (exclusive), not %g", val_fraction)));
 	}
 
-	if (tl_images_has(dataset) || !OidIsValid(relid))
+	if (tl_images_has(dataset))
 	{
 		if (given)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("image_column, label_column and split_column apply only to a table or view"),
-					 errdetail(OidIsValid(relid) ? "\"%s\" names a dataset of tl_images, which takes precedence."
-							   : "\"%s\" names no table or view (with the current search_path) nor a dataset of tl_images.",
-							   dataset)));
+					 errdetail("\"%s\" names a dataset of tl_images, which takes precedence.", dataset)));
+		return false;
+	}
+	if (!OidIsValid(relid))
+	{
+		if (given)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation \"%s\" does not exist", dataset),
+					 errhint("Name a table or view on your search_path, or schema-qualify it.")));
 		return false;
 	}
 	tl_source_columns(relid, cols[0], cols[1], cols[2], src);
