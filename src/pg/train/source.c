@@ -47,10 +47,11 @@
 #include "transfer_pg.h"
 
 /* The id of a row: its image's bytes hashed to a bigint (see above). */
-static char *
-id_expr(const char *img)
+char *
+tl_source_id_expr(const char *img)
 {
-	return psprintf("('x' || pg_catalog.substr(pg_catalog.md5(%s), 1, 16))::pg_catalog.bit(64)::pg_catalog.int8",
+	return psprintf("('x'::pg_catalog.text OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.md5(%s), 1, 16))"
+					"::pg_catalog.bit(64)::pg_catalog.int8",
 					img);
 }
 
@@ -282,7 +283,7 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 	src->val_fraction = val_fraction;
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT %s, (%s)::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s",
-					 id_expr(quote_identifier(src->image_column)),
+					 tl_source_id_expr(quote_identifier(src->image_column)),
 					 quote_identifier(src->label_column),
 					 src->split_column ? quote_identifier(src->split_column) : "NULL",
 					 quote_identifier(src->image_column), rel);
@@ -552,9 +553,9 @@ char *
 tl_source_rows_sql(const tl_source *src)
 {
 	char	   *img = pstrdup(quote_identifier(src->image_column));
-	char	   *id = id_expr(img);
+	char	   *id = tl_source_id_expr(img);
 
-	return psprintf("SELECT %s, NULL::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s WHERE %s = ANY ($1)",
+	return psprintf("SELECT %s, NULL::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
 					id, quote_identifier(src->label_column), img, src->qualified, id);
 }
 

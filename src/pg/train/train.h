@@ -27,6 +27,8 @@
 #include "image/tl_image.h"
 #include "nn/tl_resnet.h"
 
+#include "source.h"
+
 /* bgw_type: what pg_stat_activity.backend_type shows for a training worker. */
 #define TL_TRAIN_WORKER_TYPE "transfer training worker"
 /* NOTIFY channel with one JSON payload per finished epoch phase. */
@@ -118,36 +120,12 @@ extern void tl_dataset_check(const char *dataset, tl_dataset_info *info);
 extern int	tl_dataset_class_index(const tl_dataset_info *info, const char *label);
 
 /*
- * source.c: a table, view or materialized view of the caller as a run's
- * data.  ids: n_train then n_val row ids (hashes of the image bytes).
- */
-typedef struct tl_source
-{
-	char	   *schema;
-	char	   *relation;
-	char	   *qualified;		/* quoted schema.relation */
-	char	   *image_column;
-	char	   *label_column;
-	char	   *split_column;	/* NULL: the split is drawn with the run's seed */
-	double		val_fraction;
-	int64		skipped;		/* rows tl_train skipped */
-	int64	   *ids;
-	int			n_train;
-	int			n_val;
-} tl_source;
-
-/* The relation `dataset` names with the current search_path, or InvalidOid. */
-extern Oid	tl_source_resolve_name(const char *dataset);
-/*
  * tl_train: false when `dataset` is a tl_images dataset or names no relation
  * (relid from tl_source_resolve_name); else check the relation and read it
  * with tl_train's arguments image_column .. val_fraction.
  */
 extern bool tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64 seed,
 							  tl_source *src, tl_dataset_info *info, double *decoded_bytes);
-/* Resolve and check the columns (NULL: defaults) and the SELECT privilege. */
-extern void tl_source_columns(Oid relid, const char *image_column, const char *label_column,
-							  const char *split_column, tl_source *src);
 /* Read the rows once: skip bad ones (NOTICE), split, check classes and parts. */
 extern void tl_source_read(tl_source *src, double val_fraction, int64 seed,
 						   tl_dataset_info *info, double *decoded_bytes);

@@ -45,3 +45,16 @@ LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'tl_train';
 COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean, text, text, text, float8)
 	IS 'Start a training run in a background worker on a tl_images dataset or a table or view of the caller; returns the run id.';
+
+-- tl_evaluate gains image_column and label_column (a table or view of the
+-- caller as the data) and is no longer STRICT.
+DROP FUNCTION @extschema@.tl_evaluate(text, text, text);
+-- Not STRICT: image_column and label_column default to NULL (the C code
+-- returns NULL when model, dataset or split is NULL, as 0.1.0's STRICT did).
+CREATE FUNCTION @extschema@.tl_evaluate(model text, dataset text, split text DEFAULT 'val',
+	image_column text DEFAULT NULL, label_column text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tl_evaluate'
+LANGUAGE C STABLE PARALLEL SAFE COST 10000000;
+COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text, text, text) IS
+	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split or a table or view of the caller.';
