@@ -104,6 +104,8 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 			for (int c = 0; c < d->num_classes && label != NULL; c++)
 				if (strcmp(d->classes[c], label) == 0)
 					cls = c;
+			if (cls < 0 && src != NULL)
+				continue;		/* a copy of a run's image under another label */
 			if (cls < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_EXCEPTION),

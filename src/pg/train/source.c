@@ -516,6 +516,7 @@ tl_source_load(int64 run, tl_source *src)
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "SELECT s->>'schema', s->>'relation', s->>'image_column', s->>'label_column', "
+					 "s->>'split_column', "
 					 "ARRAY(SELECT x::int8 FROM jsonb_array_elements_text(s->'train_ids') x), "
 					 "ARRAY(SELECT x::int8 FROM jsonb_array_elements_text(s->'val_ids') x) "
 					 "FROM (SELECT args->'source' AS s FROM %s WHERE id = $1) r "
@@ -536,8 +537,9 @@ tl_source_load(int64 run, tl_source *src)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("run " INT64_FORMAT " has an incomplete source recorded", run)));
 	src->qualified = quote_qualified_identifier(src->schema, src->relation);
-	train = int8_array(SPI_getbinval(tup, desc, 5, &isnull), &src->n_train);
-	val = int8_array(SPI_getbinval(tup, desc, 6, &isnull), &src->n_val);
+	src->split_column = SPI_getvalue(tup, desc, 5);
+	train = int8_array(SPI_getbinval(tup, desc, 6, &isnull), &src->n_train);
+	val = int8_array(SPI_getbinval(tup, desc, 7, &isnull), &src->n_val);
 	if (src->n_train == 0 || src->n_val == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -555,8 +557,15 @@ tl_source_rows_sql(const tl_source *src)
 	char	   *img = pstrdup(quote_identifier(src->image_column));
 	char	   *id = tl_source_id_expr(img);
 
-	return psprintf("SELECT %s, NULL::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s WHERE %s OPERATOR(pg_catalog.=) ANY ($1)",
-					id, quote_identifier(src->label_column), img, src->qualified, id);
+	char	   *label = pstrdup(quote_identifier(src->label_column));
+
+	/* the rows tl_train could have taken: a duplicate image may sit in another */
+	return psprintf("SELECT %s, NULL::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s "
+					"WHERE %s OPERATOR(pg_catalog.=) ANY ($1) AND (%s)::pg_catalog.text OPERATOR(pg_catalog.<>) ''%s%s%s",
+					id, label, img, src->qualified, id, label,
+					src->split_column ? " AND (" : "",
+					src->split_column ? quote_identifier(src->split_column) : "",
+					src->split_column ? ")::pg_catalog.text OPERATOR(pg_catalog.=) ANY ('{train,val}'::pg_catalog.text[])" : "");
 }
 
 /* Whether tl_images has rows of this dataset that the caller can read. */
