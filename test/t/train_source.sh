@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/tap.bash
 
-echo "1..17"
+echo "1..21"
 
 db=tl_train_source
 q() { tl_psql -At -d $db "$@"; }
@@ -72,6 +72,31 @@ is "$(q -c "SELECT status, args->'classes', args->'source'->>'split_column', arg
 	'succeeded|["10", "2"]|split|class' "a run on a view with a split column and integer labels (sorted as strings)"
 is "$(q -c "SELECT jsonb_array_length(args->'source'->'val_ids') = (SELECT count(*) FROM photos_v WHERE split = 'val' AND picture IS NOT NULL AND octet_length(picture) > 4)
 			FROM tl_runs WHERE id = '$run_v'")" "t" "the view's split column decides the val rows"
+
+# ---- an interrupted run resumes on the same rows, to the uninterrupted result
+long="from_scratch => true, base_width => 16, image_size => 64, batch_size => 3, epochs => 8, seed => 5"
+ref=$(q -c "SELECT tl_train('finetune', 'photos', label_column => 'category', $long, wait => true)" 2>/dev/null | tail -n 1)
+run=$(q -c "SELECT tl_train('finetune', 'photos', label_column => 'category', $long)" 2>/dev/null)
+for ((i = 0; i < 600; i++)); do
+	[ "$(q -c "SELECT epochs_done >= 2 FROM tl_runs WHERE id = '$run'")" = t ] && break
+	sleep 0.1
+done
+q -c "SELECT pg_terminate_backend(pid) FROM tl_runs WHERE id = '$run'" >/dev/null
+for ((i = 0; i < 100; i++)); do
+	[ "$(q -c "SELECT tl_run_status('$run')")" = interrupted ] && break
+	sleep 0.1
+done
+is "$(q -c "SELECT tl_run_status('$run')")" "interrupted" "a run on the table is interrupted mid-way"
+# rows added meanwhile are not the run's
+q -c "INSERT INTO photos (photo, category) SELECT photo, 'moths' FROM photos WHERE category = 'ants'"
+q -c "SELECT tl_resume('$run', wait => true)" >/dev/null 2>&1
+is "$(q -c "SELECT status, resumes, args->'classes' FROM tl_runs WHERE id = '$run'")" 'succeeded|1|["ants", "bees", "wasps"]' \
+	"tl_resume finishes it with the classes it started with"
+is "$(q -c "SELECT count(*) FILTER (WHERE a.loss = b.loss AND a.acc = b.acc)
+			FROM tl_run_epochs a JOIN tl_run_epochs b USING (epoch, phase) WHERE a.run = '$ref' AND b.run = '$run'")" \
+	"16" "resumed run = uninterrupted run, epoch by epoch"
+q -c "DELETE FROM photos WHERE category = 'moths'"
+is "$(q -c "SELECT count(*) FROM tl_runs WHERE id IN ('$ref', '$run') AND status = 'succeeded'")" "2" "both runs succeeded"
 
 # ---- a role without SELECT is refused, and no run is started
 createuser tl_src_nopriv && q -c "GRANT USAGE ON SCHEMA public TO tl_src_nopriv"
