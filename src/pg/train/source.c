@@ -478,27 +478,6 @@ tl_source_args_json(const char *json, const tl_source *src)
 	return s.data;
 }
 
-static int64 *
-int8_array(Datum d, int *n)
-{
-	ArrayType  *a = DatumGetArrayTypeP(d);
-	Datum	   *elems;
-	bool	   *nulls;
-	int64	   *out;
-
-	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, n);
-	out = palloc(sizeof(int64) * Max(*n, 1));
-	for (int i = 0; i < *n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("a recorded row id of the run's source is null")));
-		out[i] = DatumGetInt64(elems[i]);
-	}
-	return out;
-}
-
 bool
 tl_source_load(int64 run, tl_source *src)
 {
@@ -538,8 +517,8 @@ tl_source_load(int64 run, tl_source *src)
 				 errmsg("run " INT64_FORMAT " has an incomplete source recorded", run)));
 	src->qualified = quote_qualified_identifier(src->schema, src->relation);
 	src->split_column = SPI_getvalue(tup, desc, 5);
-	train = int8_array(SPI_getbinval(tup, desc, 6, &isnull), &src->n_train);
-	val = int8_array(SPI_getbinval(tup, desc, 7, &isnull), &src->n_val);
+	train = array_int64(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 6, &isnull)), &src->n_train);
+	val = array_int64(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 7, &isnull)), &src->n_val);
 	if (src->n_train == 0 || src->n_val == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),

@@ -21,6 +21,7 @@
 #include "lib/stringinfo.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -213,6 +214,9 @@ extern void tl_features_free(tl_feature_cache *fc);
  * or another library's calls to ours.
  */
 #pragma GCC visibility push(hidden)
+
+/* checkpoint.c: a bigint[] of a run's image ids (no NULL) as a palloc'd array. */
+extern int64 *array_int64(ArrayType *a, int *n);
 
 /* runs.c: a run's row (inside a transaction, SPI connected) and its lock. */
 
