@@ -19,6 +19,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
 #include "utils/json.h"
@@ -28,6 +29,7 @@
 #include "model_cache.h"
 #include "pg_error.h"
 #include "image/tl_image.h"
+#include "source.h"
 #include "transfer_pg.h"
 
 PG_FUNCTION_INFO_V1(tl_predict);
@@ -351,10 +353,14 @@ append_double_or_null(StringInfo buf, double v, bool isnull)
 Datum
 tl_evaluate(PG_FUNCTION_ARGS)
 {
-	char	   *model = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *dataset = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *split = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	Oid			schema = extension_schema(fcinfo);
+	char	   *model;
+	char	   *dataset;
+	char	   *split;
+	Oid			schema;
+	tl_source	src;
+	bool		from_relation = false;
+	bool		split_all = false;
+	int64		skipped = 0;
 	tl_cached_model *m;
 	int			nc;
 	int64	   *confusion;
@@ -370,6 +376,56 @@ tl_evaluate(PG_FUNCTION_ARGS)
 	Datum		args[2];
 	Datum		result;
 
+	/* 0.1.0's declaration is STRICT with three arguments; keep its NULL result */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	dataset = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	split = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	schema = extension_schema(fcinfo);
+
+	/*
+	 * A table or view of the caller (train/source.c), when no tl_images
+	 * dataset the caller can read has that name: image_column and
+	 * label_column (defaults as tl_train's), rows of `split` when it has a
+	 * split column, else all rows.
+	 */
+	{
+		const char *image_column = PG_NARGS() > 3 && !PG_ARGISNULL(3) ? text_to_cstring(PG_GETARG_TEXT_PP(3)) : NULL;
+		const char *label_column = PG_NARGS() > 4 && !PG_ARGISNULL(4) ? text_to_cstring(PG_GETARG_TEXT_PP(4)) : NULL;
+		Oid			relid = tl_source_resolve_name(dataset);
+		Oid			images = get_relname_relid("tl_images", schema);
+		bool		in_images = false;
+
+		if (OidIsValid(images) && pg_class_aclcheck(images, GetUserId(), ACL_SELECT) == ACLCHECK_OK)
+		{
+			Oid			t[1] = {TEXTOID};
+			Datum		v[1] = {CStringGetTextDatum(dataset)};
+
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			initStringInfo(&sql);
+			appendStringInfo(&sql, "SELECT 1 FROM %s.tl_images WHERE dataset OPERATOR(pg_catalog.=) $1 LIMIT 1",
+							 quote_identifier(get_namespace_name(schema)));
+			if (SPI_execute_with_args(sql.data, 1, t, v, NULL, true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not read tl_images");
+			in_images = SPI_processed > 0;
+			SPI_finish();
+		}
+		if (!in_images && OidIsValid(relid))
+		{
+			tl_source_columns(relid, image_column, label_column, NULL, &src);
+			from_relation = true;
+			split_all = src.split_column == NULL;
+		}
+		else if (image_column || label_column)
+			ereport(ERROR,
+					(errcode(in_images ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_UNDEFINED_TABLE),
+					 in_images ? errmsg("image_column and label_column apply only to a table or view")
+					 : errmsg("relation \"%s\" does not exist", dataset),
+					 in_images ? errdetail("\"%s\" names a dataset of tl_images, which takes precedence.", dataset) : 0));
+	}
+
 	m = tl_model_cache_get(model, schema);
 	tl_model_cache_pin(m);		/* the image query could call tl_predict itself */
 	nc = m->num_classes;
@@ -378,7 +434,20 @@ tl_evaluate(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	initStringInfo(&sql);
-	appendStringInfo(&sql,
+	if (from_relation)
+	{
+		char	   *img = pstrdup(quote_identifier(src.image_column));
+
+		appendStringInfo(&sql, "SELECT %s, (%s)::pg_catalog.text, %s FROM %s WHERE $1 IS NOT NULL",
+						 tl_source_id_expr(img), quote_identifier(src.label_column), img, src.qualified);
+		if (!split_all)
+			appendStringInfo(&sql, " AND (%s)::pg_catalog.text OPERATOR(pg_catalog.=) $2",
+							 quote_identifier(src.split_column));
+		else
+			appendStringInfoString(&sql, " AND $2 IS NOT NULL");
+	}
+	else
+		appendStringInfo(&sql,
 					 "SELECT i.id, i.label, i.img FROM %s.tl_images i "
 					 "WHERE i.dataset OPERATOR(pg_catalog.=) $1 AND i.split OPERATOR(pg_catalog.=) $2 "
 					 "ORDER BY i.id",
@@ -410,6 +479,23 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			tl_error	err;
 
 			CHECK_FOR_INTERRUPTS();
+			if (from_relation)
+			{
+				/* tl_train's rules: rows without an image or label, or with unusable bytes, are skipped */
+				tl_image_format fmt;
+				int			w,
+							h;
+				tl_error	e;
+
+				if (isnull || label == NULL || label[0] == '\0' ||
+					tl_image_probe((const uint8_t *) VARDATA_ANY(DatumGetByteaPP(imgd)),
+								   VARSIZE_ANY_EXHDR(DatumGetByteaPP(imgd)), &fmt, &w, &h, &e) != TL_OK ||
+					(int64) w * h > tl_guc_max_image_pixels)
+				{
+					skipped++;
+					continue;
+				}
+			}
 			for (int c = 0; c < nc && label && label_index < 0; c++)
 				if (strcmp(m->classes[c], label) == 0)
 					label_index = c;
@@ -457,6 +543,10 @@ tl_evaluate(PG_FUNCTION_ARGS)
 	SPI_finish();
 	tl_model_cache_unpin(m);
 
+	if (skipped > 0)
+		ereport(NOTICE,
+				(errmsg("skipped " INT64_FORMAT " rows of %s without an image or label, or whose image is not a usable JPEG or PNG",
+						skipped, src.qualified)));
 	if (images == 0)
 		tl_pg_raise_no_dataset(dataset, split);
 

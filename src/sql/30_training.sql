@@ -136,13 +136,19 @@ CREATE FUNCTION @extschema@.tl_train(
 	image_size integer DEFAULT 224,
 	wait boolean DEFAULT false,
 	base_width integer DEFAULT NULL,
-	cache_features boolean DEFAULT false)
+	cache_features boolean DEFAULT false,
+	image_column text DEFAULT NULL,
+	label_column text DEFAULT NULL,
+	split_column text DEFAULT NULL,
+	val_fraction float8 DEFAULT 0.2)
 RETURNS bigint
 LANGUAGE C VOLATILE
-SET search_path = pg_catalog, pg_temp
+-- No SET search_path: dataset may name a table or view of the caller, found
+-- with the caller's search_path; the C code then sets pg_catalog, pg_temp
+-- itself for everything else it does (train/api.c).
 AS 'MODULE_PATHNAME', 'tl_train';
-COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean)
-	IS 'Start a training run in a background worker; returns the run id.';
+COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean, text, text, text, float8)
+	IS 'Start a training run in a background worker on a tl_images dataset or a table or view of the caller; returns the run id.';
 
 CREATE FUNCTION @extschema@.tl_wait(run bigint, timeout interval DEFAULT NULL)
 RETURNS text

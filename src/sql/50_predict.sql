@@ -98,12 +98,15 @@ LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000 ROWS 5;
 COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) IS
 	'The k most probable classes by the named model, rank 1 first.';
 
-CREATE FUNCTION @extschema@.tl_evaluate(model text, dataset text, split text DEFAULT 'val')
+-- Not STRICT: image_column and label_column default to NULL (the C code
+-- returns NULL when model, dataset or split is NULL, as 0.1.0's STRICT did).
+CREATE FUNCTION @extschema@.tl_evaluate(model text, dataset text, split text DEFAULT 'val',
+	image_column text DEFAULT NULL, label_column text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tl_evaluate'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000000;
-COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text) IS
-	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split.';
+LANGUAGE C STABLE PARALLEL SAFE COST 10000000;
+COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text, text, text) IS
+	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split or a table or view of the caller.';
 
 -- Process-local state: restricted to the leader, so it shows the caller's cache.
 CREATE FUNCTION @extschema@.tl_model_cache(OUT model text, OUT model_id bigint,

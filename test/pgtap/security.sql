@@ -71,6 +71,8 @@ SELECT is_empty(
 			'tl_predict_proba',			-- same
 			'tl_predict_topk',			-- same
 			'tl_model_cache',			-- no queries
+			'tl_train',					-- train/api.c: resolves dataset with the caller's path,
+										--   then sets pg_catalog, pg_temp itself
 			'tl_evaluate'				-- predict.c: qualified table, OPERATOR(pg_catalog.=)
 		])$$,
 	'every C function without its own search_path is on the reviewed list');

@@ -19,7 +19,7 @@ SELECT has_table('tl_run_checkpoint_tensors');
 SELECT has_view('tl_progress');
 SELECT has_function('tl_train', ARRAY['text', 'text', 'integer', 'integer', 'double precision',
 	'double precision', 'integer', 'double precision', 'text', 'boolean', 'text', 'bigint', 'integer',
-	'boolean', 'integer', 'boolean']);
+	'boolean', 'integer', 'boolean', 'text', 'text', 'text', 'double precision']);
 SELECT function_returns('tl_train', 'bigint');
 SELECT function_returns('tl_wait', ARRAY['bigint', 'interval'], 'text');
 SELECT function_returns('tl_cancel', ARRAY['bigint'], 'boolean');
@@ -33,9 +33,9 @@ SELECT isnt_strict('tl_train');
 
 SELECT is(
 	(SELECT array_agg(p.proname ORDER BY p.proname) FROM pg_proc p
-	 WHERE p.proname IN ('tl_train', 'tl_wait', 'tl_cancel', 'tl_resume', 'tl_run_status', 'tl_plot')
+	 WHERE p.proname IN ('tl_wait', 'tl_cancel', 'tl_resume', 'tl_run_status', 'tl_plot')
 	   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
-	NULL, 'every training function sets search_path = pg_catalog, pg_temp');
+	NULL, 'every training function but tl_train sets search_path = pg_catalog, pg_temp (tl_train sets it in C)');
 SELECT is(
 	(SELECT count(*)::int FROM pg_proc p
 	 WHERE p.proname IN ('tl_train', 'tl_wait', 'tl_cancel', 'tl_resume', 'tl_run_status', 'tl_plot')

@@ -20,6 +20,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -224,6 +225,11 @@ tl_train(PG_FUNCTION_ARGS)
 	int64		run;
 	double		estimate;
 	char	   *json;
+	Oid			relid;
+	int			guc_level;
+	tl_source	src;
+	bool		from_relation;
+	double		source_bytes = 0;
 
 	ARG_NOT_NULL(0, "mode");
 	ARG_NOT_NULL(1, "dataset");
@@ -249,6 +255,16 @@ tl_train(PG_FUNCTION_ARGS)
 				 errmsg("unknown training mode \"%s\"", mode),
 				 errhint("The modes are \"finetune\" and \"feature_extractor\".")));
 	args.dataset = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	/*
+	 * A table or view of the caller (source.c) is named with the caller's
+	 * search_path; everything after runs under pg_catalog, pg_temp, as if
+	 * the function had that setting (0.1.0's declaration has it).
+	 */
+	relid = tl_source_resolve_name(args.dataset);
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	args.epochs = PG_GETARG_INT32(2);
 	args.batch_size = PG_GETARG_INT32(3);
 	args.lr = PG_GETARG_FLOAT8(4);
@@ -334,7 +350,10 @@ tl_train(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	reap_dead_runs();
-	tl_dataset_check(args.dataset, &info);
+	from_relation = tl_source_prepare(fcinfo, args.dataset, relid, args.seed, &src, &info,
+									  &source_bytes);
+	if (!from_relation)
+		tl_dataset_check(args.dataset, &info);
 	args.num_classes = info.num_classes;
 	if (!args.from_scratch)
 		resolve_base_model(&args);
@@ -355,7 +374,8 @@ tl_train(PG_FUNCTION_ARGS)
 						   info.n_train, args.batch_size),
 				 errhint("Choose a batch_size that does not leave one image over, or an image_size of at least 64.")));
 
-	estimate = tl_train_memory_estimate(&args, dataset_decoded_bytes(args.dataset));
+	estimate = tl_train_memory_estimate(&args, from_relation ? source_bytes
+										: dataset_decoded_bytes(args.dataset));
 	if (tl_guc_train_memory_limit > 0 &&
 		estimate > (double) tl_guc_train_memory_limit * 1024.0 * 1024.0)
 		ereport(ERROR,
@@ -379,6 +399,8 @@ tl_train(PG_FUNCTION_ARGS)
 		args.model_name = psprintf("%s_%s_run" INT64_FORMAT, args.dataset,
 								   tl_train_mode_name(args.mode), run);
 	json = tl_run_args_json(&args, &info);
+	if (from_relation)
+		json = tl_source_args_json(json, &src);
 
 	if (!wait)
 	{
@@ -390,6 +412,7 @@ tl_train(PG_FUNCTION_ARGS)
 		wait_for_lock(run, handle);
 		set_run_pid(run, pid);
 		SPI_finish();
+		AtEOXact_GUC(true, guc_level);
 		PG_RETURN_INT64(run);
 	}
 	else
@@ -413,6 +436,7 @@ tl_train(PG_FUNCTION_ARGS)
 								 dsm_segment_handle(seg), &pid);
 		follow_detached(run, handle);
 		dsm_detach(seg);
+		AtEOXact_GUC(true, guc_level);
 		PG_RETURN_INT64(run);
 	}
 }

@@ -68,7 +68,7 @@ int64_array(const int64 *v, int n)
 	return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
-static int64 *
+int64 *
 array_int64(ArrayType *a, int *n)
 {
 	Datum	   *d;
@@ -80,7 +80,9 @@ array_int64(ArrayType *a, int *n)
 	for (int i = 0; i < *n; i++)
 	{
 		if (nulls[i])
-			elog(ERROR, "checkpoint has a null image id");
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("a run's recorded image ids include a null")));
 		v[i] = DatumGetInt64(d[i]);
 	}
 	return v;

@@ -22,7 +22,7 @@
  * otherwise the dataset's train then val images in ImageFolder order.
  */
 void
-load_images(const char *dataset, run_data *d, bool by_ids)
+load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 {
 	StringInfoData q;
 	SPIPlanPtr	plan;
@@ -39,8 +39,11 @@ load_images(const char *dataset, run_data *d, bool by_ids)
 	initStringInfo(&q);
 	if (by_ids)
 	{
-		appendStringInfo(&q, "SELECT id, split, label, img FROM %s WHERE id = ANY ($1)",
-						 tl_qualified("tl_images"));
+		if (src)
+			appendStringInfoString(&q, tl_source_rows_sql(src));
+		else
+			appendStringInfo(&q, "SELECT id, split, label, img FROM %s WHERE id = ANY ($1)",
+							 tl_qualified("tl_images"));
 		types[0] = INT8ARRAYOID;
 		{
 			Datum	   *ds = palloc(sizeof(Datum) * Max(n_total, 1));
@@ -98,13 +101,16 @@ load_images(const char *dataset, run_data *d, bool by_ids)
 			int			idx;
 			MemoryContext old;
 
-			for (int c = 0; c < d->num_classes; c++)
+			for (int c = 0; c < d->num_classes && label != NULL; c++)
 				if (strcmp(d->classes[c], label) == 0)
 					cls = c;
+			if (cls < 0 && src != NULL)
+				continue;		/* a copy of a run's image under another label */
 			if (cls < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATA_EXCEPTION),
-						 errmsg("image %lld has label \"%s\", which is not a class of the run", (long long) id, label)));
+						 errmsg("image %lld has label \"%s\", which is not a class of the run", (long long) id,
+								label ? label : "(null)")));
 			if (by_ids)
 			{
 				/* position of this id in the run's order */

@@ -17,14 +17,18 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #include "image/tl_image.h"
 #include "nn/tl_resnet.h"
+
+#include "source.h"
 
 /* bgw_type: what pg_stat_activity.backend_type shows for a training worker. */
 #define TL_TRAIN_WORKER_TYPE "transfer training worker"
@@ -116,6 +120,23 @@ extern void tl_dataset_check(const char *dataset, tl_dataset_info *info);
 /* Index of a label in info->classes, or -1. */
 extern int	tl_dataset_class_index(const tl_dataset_info *info, const char *label);
 
+/*
+ * tl_train: false when `dataset` is a tl_images dataset or names no relation
+ * (relid from tl_source_resolve_name); else check the relation and read it
+ * with tl_train's arguments image_column .. val_fraction.
+ */
+extern bool tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64 seed,
+							  tl_source *src, tl_dataset_info *info, double *decoded_bytes);
+/* Read the rows once: skip bad ones (NOTICE), split, check classes and parts. */
+extern void tl_source_read(tl_source *src, double val_fraction, int64 seed,
+						   tl_dataset_info *info, double *decoded_bytes);
+/* tl_runs.args JSON (from tl_run_args_json) with the source added. */
+extern char *tl_source_args_json(const char *json, const tl_source *src);
+/* A run's recorded source; false for a tl_images run. */
+extern bool tl_source_load(int64 run, tl_source *src);
+/* SELECT id, split, label, img of the source's rows whose id = ANY ($1). */
+extern char *tl_source_rows_sql(const tl_source *src);
+
 /* Estimated peak memory of a training worker, in bytes. */
 extern double tl_train_memory_estimate(const tl_run_args *args, double image_bytes);
 
@@ -193,6 +214,9 @@ extern void tl_features_free(tl_feature_cache *fc);
  * or another library's calls to ours.
  */
 #pragma GCC visibility push(hidden)
+
+/* checkpoint.c: a bigint[] of a run's image ids (no NULL) as a palloc'd array. */
+extern int64 *array_int64(ArrayType *a, int *n);
 
 /* runs.c: a run's row (inside a transaction, SPI connected) and its lock. */
 
@@ -279,7 +303,8 @@ typedef struct run_data
 	int			n_val;
 } run_data;
 
-extern void load_images(const char *dataset, run_data *d, bool by_ids);
+/* src: a relation source (by_ids only), or NULL for tl_images */
+extern void load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids);
 extern void load_classes(int64 run, run_data *d);
 extern void record_classes(int64 run, const run_data *d);
 

@@ -147,6 +147,8 @@ train_run(int64 run, const tl_launch_extra *extra)
 	run_data	d;
 	tl_ckpt		ck;
 	bool		have_ck = false;
+	tl_source	src;
+	bool		have_src;
 	tl_rng		rng;
 	tl_error	err;
 	int			start_epoch = 0;
@@ -174,6 +176,13 @@ train_run(int64 run, const tl_launch_extra *extra)
 		have_ck = tl_ckpt_load_meta(run, &ck);
 		MemoryContextSwitchTo(old);
 	}
+	{
+		/* a run on the caller's own relation (source.c) */
+		MemoryContext old = MemoryContextSwitchTo(run_cxt);
+
+		have_src = tl_source_load(run, &src);
+		MemoryContextSwitchTo(old);
+	}
 	end_tx();
 
 	tl_set_num_threads(args.threads);
@@ -195,7 +204,18 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * Max(ck.n_train + ck.n_val, 1));
 		memcpy(d.ids, ck.train_ids, sizeof(int64) * ck.n_train);
 		memcpy(d.ids + ck.n_train, ck.val_ids, sizeof(int64) * ck.n_val);
-		load_images(args.dataset, &d, true);
+		load_images(args.dataset, have_src ? &src : NULL, &d, true);
+	}
+	else if (have_src)
+	{
+		/* exactly the rows tl_train recorded, with the classes it recorded */
+		load_classes(run, &d);
+		d.n_train = src.n_train;
+		d.n_val = src.n_val;
+		d.ids = src.ids;
+		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * (src.n_train + src.n_val));
+		load_images(args.dataset, &src, &d, true);
+		record_classes(run, &d);
 	}
 	else
 	{
@@ -206,7 +226,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.classes = MemoryContextAlloc(run_cxt, sizeof(char *) * info.num_classes);
 		for (int i = 0; i < info.num_classes; i++)
 			d.classes[i] = MemoryContextStrdup(run_cxt, info.classes[i]);
-		load_images(args.dataset, &d, false);
+		load_images(args.dataset, NULL, &d, false);
 		record_classes(run, &d);
 	}
 	end_tx();

@@ -61,3 +61,50 @@ BEGIN
 	RETURN dep_id;
 END
 $$;
+-- ---- training from a table or view (issue 15 part 1) ----
+-- tl_train gains image_column, label_column, split_column and val_fraction,
+-- and loses SET search_path (the caller's path names the table; the C code
+-- sets pg_catalog, pg_temp itself).  A new signature: drop the old one.
+DROP FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean);
+CREATE FUNCTION @extschema@.tl_train(
+	mode text,
+	dataset text,
+	epochs integer DEFAULT 25,
+	batch_size integer DEFAULT 4,
+	lr float8 DEFAULT 0.001,
+	momentum float8 DEFAULT 0.9,
+	step_size integer DEFAULT 7,
+	gamma float8 DEFAULT 0.1,
+	base_model text DEFAULT NULL,
+	from_scratch boolean DEFAULT false,
+	model_name text DEFAULT NULL,
+	seed bigint DEFAULT NULL,
+	image_size integer DEFAULT 224,
+	wait boolean DEFAULT false,
+	base_width integer DEFAULT NULL,
+	cache_features boolean DEFAULT false,
+	image_column text DEFAULT NULL,
+	label_column text DEFAULT NULL,
+	split_column text DEFAULT NULL,
+	val_fraction float8 DEFAULT 0.2)
+RETURNS bigint
+LANGUAGE C VOLATILE
+-- No SET search_path: dataset may name a table or view of the caller, found
+-- with the caller's search_path; the C code then sets pg_catalog, pg_temp
+-- itself for everything else it does (train/api.c).
+AS 'MODULE_PATHNAME', 'tl_train';
+COMMENT ON FUNCTION @extschema@.tl_train(text, text, integer, integer, float8, float8, integer, float8, text, boolean, text, bigint, integer, boolean, integer, boolean, text, text, text, float8)
+	IS 'Start a training run in a background worker on a tl_images dataset or a table or view of the caller; returns the run id.';
+
+-- tl_evaluate gains image_column and label_column (a table or view of the
+-- caller as the data) and is no longer STRICT.
+DROP FUNCTION @extschema@.tl_evaluate(text, text, text);
+-- Not STRICT: image_column and label_column default to NULL (the C code
+-- returns NULL when model, dataset or split is NULL, as 0.1.0's STRICT did).
+CREATE FUNCTION @extschema@.tl_evaluate(model text, dataset text, split text DEFAULT 'val',
+	image_column text DEFAULT NULL, label_column text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tl_evaluate'
+LANGUAGE C STABLE PARALLEL SAFE COST 10000000;
+COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text, text, text) IS
+	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split or a table or view of the caller.';
