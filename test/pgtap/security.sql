@@ -70,6 +70,7 @@ SELECT is_empty(
 			'tl_try_predict',			--   under search_path = pg_catalog, pg_temp
 			'tl_predict_proba',			-- same
 			'tl_predict_topk',			-- same
+			'tl_embed',					-- same (model_cache.c only)
 			'tl_model_cache',			-- no queries
 			'tl_evaluate'				-- predict.c: qualified table, OPERATOR(pg_catalog.=)
 		])$$,

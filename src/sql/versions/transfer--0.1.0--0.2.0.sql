@@ -10,3 +10,10 @@ CREATE OR REPLACE FUNCTION @extschema@.tl_version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT '0.2.0'::text $$;
+
+-- ---- embeddings: tl_embed (issue 15) ----
+CREATE FUNCTION @extschema@.tl_embed(img bytea, model text DEFAULT NULL) RETURNS real[]
+AS 'MODULE_PATHNAME', 'tl_embed'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_embed(bytea, text) IS
+	'Backbone features of the image (eval mode, after global average pooling, before fc: 512 values for a ResNet-18) by the named model, or by the deployed one when model is NULL.';
