@@ -13,11 +13,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/tap.bash
 
-PY=/usr/bin/python3
-if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
-	echo "1..0 # SKIP python3-torch / python3-torchvision not installed"
-	exit 0
-fi
+tap_require_torch
 
 # Largest |tl_embed - torch| relative to the largest |torch| value of the
 # image (measured: 4e-7).  The whole predict path is within 1e-5 of torch

@@ -12,11 +12,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/tap.bash
 
-PY=/usr/bin/python3
-if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
-	echo "1..0 # SKIP python3-torch / python3-torchvision not installed"
-	exit 0
-fi
+tap_require_torch
 
 db=tl_weights_torch
 q() { tl_psql -X -At -d $db "$@"; }
