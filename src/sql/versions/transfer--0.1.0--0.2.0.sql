@@ -17,3 +17,7 @@ AS 'MODULE_PATHNAME', 'tl_embed'
 LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 100000;
 COMMENT ON FUNCTION @extschema@.tl_embed(bytea, text) IS
 	'Backbone features of the image (eval mode, after global average pooling, before fc: 512 values for a ResNet-18) by the named model, or by the deployed one when model is NULL.';
+
+-- ---- dumps keep the resume points of interrupted runs (issue 15) ----
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoint_tensors', '');
