@@ -27,6 +27,7 @@
 #include "utils/lsyscache.h"
 
 #include "model_cache.h"
+#include "predict.h"
 #include "pg_error.h"
 #include "image/tl_image.h"
 #include "source.h"
@@ -634,4 +635,26 @@ tl_model_cache(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * For the other SQL functions that run cached models (embed.c): the
+ * helpers above under names of their own.
+ */
+Oid
+tl_predict_extension_schema(FunctionCallInfo fcinfo)
+{
+	return extension_schema(fcinfo);
+}
+
+char *
+tl_predict_model_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return model_arg(fcinfo, argno);
+}
+
+void
+tl_predict_prepare_input(tl_cached_model *m, const bytea *img)
+{
+	prepare_input(m, img, false);
 }

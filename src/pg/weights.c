@@ -21,6 +21,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "imagenet_classes.h"
 #include "model_store.h"
 #include "pg_error.h"
 #include "checkpoint/tl_checkpoint.h"
@@ -128,6 +129,22 @@ classes_from_metadata(const uint8 *data, size_t len, const tl_state_dict *sd, in
 	return (const char *const *) result;
 }
 
+/*
+ * torchvision's ImageNet category names for a checkpoint whose fc has 1000
+ * outputs (torchvision's ImageNet models, imported without class names);
+ * NULL otherwise (tl_store_save then names the classes class_0, ...).
+ */
+static const char *const *
+imagenet_classes_for(const tl_state_dict *sd, int *n)
+{
+	tl_tensor  *fc = tl_sd_find(sd, "fc.weight");
+
+	if (fc == NULL || fc->ndim != 2 || fc->shape[0] != TL_IMAGENET_NUM_CLASSES)
+		return NULL;
+	*n = TL_IMAGENET_NUM_CLASSES;
+	return tl_imagenet_classes;
+}
+
 /* Parse a checkpoint, validate it and store it as a new model. */
 static int64
 import_bytes(const char *name, const uint8 *data, size_t len, const char *const *classes,
@@ -146,6 +163,8 @@ import_bytes(const char *name, const uint8 *data, size_t len, const char *const 
 	tl_store_attach_sd(CurrentMemoryContext, sd);
 	if (classes == NULL && fmt == TL_CKPT_SAFETENSORS)
 		classes = classes_from_metadata(data, len, sd, &n_classes);
+	if (classes == NULL)
+		classes = imagenet_classes_for(sd, &n_classes);
 	return tl_store_save(name, sd, classes, n_classes, 224, import_source(fmt, len, file), NULL);
 }
 

@@ -82,8 +82,11 @@ ALTER TABLE @extschema@.tl_run_checkpoint_tensors ALTER COLUMN data SET STORAGE 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_epochs', '');
--- Not dumped: tl_run_progress (transient) and the checkpoint tables (large
--- resume state; a restored interrupted run resumes from its first epoch).
+-- The resume points are dumped too, so a restored interrupted run resumes
+-- from its last finished epoch (finished runs leave none behind).
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoint_tensors', '');
+-- Not dumped: tl_run_progress (transient, rewritten by a running worker).
 
 -- Row-level security: the calling role's own runs, or those of roles whose
 -- privileges it has.  Superusers and the extension owner bypass it.

@@ -70,6 +70,7 @@ SELECT is_empty(
 			'tl_try_predict',			--   under search_path = pg_catalog, pg_temp
 			'tl_predict_proba',			-- same
 			'tl_predict_topk',			-- same
+			'tl_embed',					-- same (model_cache.c only)
 			'tl_model_cache',			-- no queries
 			'tl_train',					-- train/api.c: resolves dataset with the caller's path,
 										--   then sets pg_catalog, pg_temp itself

@@ -54,8 +54,8 @@ SELECT is(
 	(SELECT array_agg(c.relname::text ORDER BY c.relname)
 	 FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
 	 WHERE e.extname = 'transfer' AND c.relname LIKE 'tl_run%'),
-	ARRAY['tl_run_epochs', 'tl_runs', 'tl_runs_id_seq'],
-	'runs, epochs and the run id sequence are kept by pg_dump');
+	ARRAY['tl_run_checkpoint_tensors', 'tl_run_checkpoints', 'tl_run_epochs', 'tl_runs', 'tl_runs_id_seq'],
+	'runs, epochs, the run id sequence and the resume checkpoints are kept by pg_dump');
 SELECT is(
 	(SELECT count(*)::int FROM pg_policies WHERE tablename = 'tl_runs'),
 	4, 'tl_runs has its read, insert, update and delete policies');

@@ -21,8 +21,12 @@ echo "1..18"
 # Extension tables that are deliberately left out of dumps, with the reason.
 not_user_data=(
 	tl_run_progress				# where an active run is, rewritten every 2 s by its worker
-	tl_run_checkpoints			# resume points of unfinished runs: large, rebuilt by the run
-	tl_run_checkpoint_tensors	# (a restored interrupted run resumes from its first epoch)
+)
+# Marked tables that are empty here: only an interrupted run has a resume
+# point (test/t/dump_resume.sh dumps one and resumes it after the restore).
+may_be_empty=(
+	tl_run_checkpoints
+	tl_run_checkpoint_tensors
 )
 
 work=$TL_REPO/build/test-data/dump-all
@@ -88,7 +92,8 @@ state() {			# state PSQL-CONNECTION-ARGS...
 	done
 }
 src_state=$(state -d $src)
-is "$(echo "$src_state" | grep ' 0 -$')" "" "every marked table has rows in the source (so the round trip checks something)"
+is "$(echo "$src_state" | grep ' 0 -$' | grep -vE "^($(IFS='|'; echo "${may_be_empty[*]}")) ")" "" \
+	"every marked table has rows in the source (so the round trip checks something)"
 
 pg_dumpall --globals-only -f "$work/globals.sql" && pg_dump -Fc -f "$work/db.dump" $src
 ok $? "pg_dumpall --globals-only and pg_dump -Fc"

@@ -5,6 +5,8 @@
 #   is GOT EXPECTED DESC    a TAP line comparing two strings, with a
 #                           diagnostic (each line of the values indented)
 #   tap_exit                exit 1 if any test point failed, else 0
+#   wait_for SQL SECONDS    poll the caller's q until SQL returns t
+#   tap_require_torch       PY=python with torch, or skip all and exit
 
 tap_n=0
 tap_failed=0
@@ -23,3 +25,24 @@ is() {
 	[ "$1" = "$2" ] || { echo "got:      $1"; echo "expected: $2"; } | head -n 40 | sed 's/^/#   /'
 }
 tap_exit() { exit $(( tap_failed > 0 )); }
+
+# wait_for SQL SECONDS: poll the caller's q (psql -At against its database)
+# every 0.1 s until the query returns t; status 1 if it never does.
+wait_for() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		[ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# tap_require_torch: set PY to the Python with torch and torchvision, or
+# print TAP's skip-all line and exit when they are not installed.
+tap_require_torch() {
+	PY=/usr/bin/python3
+	if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
+		echo "1..0 # SKIP python3-torch / python3-torchvision not installed"
+		exit 0
+	fi
+}

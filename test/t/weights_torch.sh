@@ -12,11 +12,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/tap.bash
 
-PY=/usr/bin/python3
-if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
-	echo "1..0 # SKIP python3-torch / python3-torchvision not installed"
-	exit 0
-fi
+tap_require_torch
 
 db=tl_weights_torch
 q() { tl_psql -X -At -d $db "$@"; }
@@ -37,8 +33,8 @@ q -c "SELECT tl_import_weights_file('r18-zip', '$work/resnet18.pth'),
              tl_import_weights_file('r18-2', '$work/resnet18_2cls.pth', ARRAY['ants', 'bees'])" >/dev/null
 ok $? "imported the three formats and a 2-class model"
 is "$(q -c "SELECT string_agg(name || ':' || num_classes || ':' || base_width || ':' || classes[num_classes], ' ' ORDER BY id) FROM tl_stored_models")" \
-	"r18-zip:1000:64:class_999 r18-legacy:1000:64:class_999 r18-st:1000:64:class_999 r18-2:2:64:bees" \
-	"models: 1000 classes named class_0..class_999 by default, base width 64"
+	"r18-zip:1000:64:toilet tissue r18-legacy:1000:64:toilet tissue r18-st:1000:64:toilet tissue r18-2:2:64:bees" \
+	"models: 1000 classes get torchvision's ImageNet names by default (the last is 'toilet tissue'), base width 64"
 is "$(q -c "SELECT b.name || ':' || count(*) FILTER (WHERE ta.data = tb.data AND ta.shape = tb.shape)
 	FROM tl_model_tensors ta JOIN tl_stored_models a ON a.id = ta.model_id AND a.name = 'r18-zip'
 	JOIN tl_stored_models b ON b.name IN ('r18-legacy', 'r18-st')

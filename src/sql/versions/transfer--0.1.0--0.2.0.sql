@@ -108,3 +108,13 @@ AS 'MODULE_PATHNAME', 'tl_evaluate'
 LANGUAGE C STABLE PARALLEL SAFE COST 10000000;
 COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text, text, text) IS
 	'Accuracy, mean cross-entropy loss, confusion matrix and per-class precision/recall of a model on a dataset split or a table or view of the caller.';
+-- ---- embeddings: tl_embed (issue 15) ----
+CREATE FUNCTION @extschema@.tl_embed(img bytea, model text DEFAULT NULL) RETURNS real[]
+AS 'MODULE_PATHNAME', 'tl_embed'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 100000;
+COMMENT ON FUNCTION @extschema@.tl_embed(bytea, text) IS
+	'Backbone features of the image (eval mode, after global average pooling, before fc: 512 values for a ResNet-18) by the named model, or by the deployed one when model is NULL.';
+
+-- ---- dumps keep the resume points of interrupted runs (issue 15) ----
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoint_tensors', '');
