@@ -55,6 +55,7 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 	model_id = tl_store_save(args->model_name, W.best, (const char *const *) d->classes,
 							 d->num_classes, args->image_size, model_source(run),
 							 model_metrics(best_acc, best_epoch));
+	tl_debug_pause("store_model");
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = 'succeeded', finished = now(), model_id = $2, "

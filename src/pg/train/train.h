@@ -280,6 +280,9 @@ typedef struct run_data
 } run_data;
 
 extern void load_images(const char *dataset, run_data *d, bool by_ids);
+
+/* debug_pause.c: transfer.debug_pause_at, for tests only */
+extern void tl_debug_pause(const char *stage);
 extern void load_classes(int64 run, run_data *d);
 extern void record_classes(int64 run, const run_data *d);
 
