@@ -10,7 +10,9 @@
  * checkpoint (inside the transaction that saves an epoch's checkpoint,
  * between the model and the momentum tensors) and store_model (inside the
  * transaction that stores the final model, before the run is marked
- * succeeded).
+ * succeeded).  A further stage, record_failure, is not a pause: recording a
+ * failed or cancelled run raises an error, to test the fallback of
+ * worker.c.  The setting may list several stages, separated by commas.
  */
 #include "postgres.h"
 
@@ -28,17 +30,44 @@ tl_debug_pause_define_guc(void)
 {
 	DefineCustomStringVariable("transfer.debug_pause_at",
 							   "For tests only: the stage at which a training worker pauses.",
-							   "One of load, epoch0_train, epoch0_val, checkpoint, store_model; "
-							   "the worker sleeps there for up to a minute.  Empty: never.",
+							   "Comma-separated: load, epoch0_train, epoch0_val, checkpoint, store_model "
+							   "(the worker sleeps there for up to a minute), record_failure (recording "
+							   "a failed run raises an error).  Empty: never.",
 							   &tl_guc_debug_pause_at,
 							   "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
+/* Is STAGE one of the comma-separated names of the setting? */
+static bool
+stage_set(const char *stage)
+{
+	const char *s = tl_guc_debug_pause_at;
+	size_t		len = strlen(stage);
+
+	while (s != NULL && *s != '\0')
+	{
+		const char *end = strchr(s, ',');
+		size_t		n = end ? (size_t) (end - s) : strlen(s);
+
+		if (n == len && strncmp(s, stage, len) == 0)
+			return true;
+		s = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+void
+tl_debug_fail(const char *stage)
+{
+	if (stage_set(stage))
+		elog(ERROR, "failing at %s (transfer.debug_pause_at)", stage);
+}
+
 void
 tl_debug_pause(const char *stage)
 {
-	if (tl_guc_debug_pause_at == NULL || strcmp(tl_guc_debug_pause_at, stage) != 0)
+	if (!stage_set(stage))
 		return;
 	pgstat_report_activity(STATE_RUNNING, psprintf("training run: paused at %s", stage));
 	elog(LOG, "training worker paused at %s (transfer.debug_pause_at)", stage);

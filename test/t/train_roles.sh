@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Training runs and other roles (issue 16): the NOTIFY payloads on channel
+# tl_train carry only the run id (LISTEN needs no privilege); a failure
+# while recording a failed or cancelled run still ends the run with its
+# status and both errors (transfer.debug_pause_at's record_failure forces
+# it); a dropped role's runs don't break tl_runs, tl_plot or tl_train for
+# the other roles, and a new role of the same name doesn't inherit them;
+# no role can insert a run row with an id of its choosing.
+# Prints TAP; run by scripts/test.sh with the throwaway cluster's environment
+# (PG*, TL_CLUSTER).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/pgcluster.sh
+. test/t/tap.bash
+
+db=tl_train_roles
+q() { tl_psql -At -d "$db" "$@"; }
+wait_for() {	# wait_for SQL SECONDS: poll until the query returns t
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		[ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+echo "1..__N__"
+
+# 4 train and 2 val images per class of hymenoptera, tiny network
+src=$TL_REPO/build/test-data/train-roles
+rm -rf "$src"
+for split in train val; do
+	for cls in ants bees; do
+		mkdir -p "$src/$split/$cls"
+		find "$TL_HYMENOPTERA/$split/$cls" -name '*.jpg' | LC_ALL=C sort |
+			head -n "$([ $split = train ] && echo 4 || echo 2)" | xargs cp -t "$src/$split/$cls"
+	done
+done
+chmod -R a+rX "$TL_REPO/build/test-data"
+dropdb --if-exists "$db" >/dev/null 2>&1
+for r in alice bob carol; do tl_psql -c "DROP ROLE IF EXISTS $r" >/dev/null 2>&1; done
+createdb "$db" && q -c 'CREATE EXTENSION transfer' \
+	&& q -c "SELECT count(*) FROM tl_import_folder('tiny', '$src')" >/dev/null \
+	&& q -c "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE carol LOGIN;
+			 GRANT SELECT ON tl_images TO alice, bob, carol"
+ok $? "database with 12 images and roles alice, bob, carol"
+ARGS="from_scratch => true, base_width => 8, image_size => 32, batch_size => 4, epochs => 1, seed => 3"
+
+# ---- NOTIFY: only the run id
+out=$(psql -X -d "$db" -U alice -c "LISTEN tl_train" \
+	-c "SELECT tl_train('finetune', 'tiny', $ARGS, wait => true)" -c "SELECT pg_sleep(0.5)" -c "SELECT 1" 2>&1)
+payloads=$(echo "$out" | sed -n 's/^Asynchronous notification "tl_train" with payload "\(.*\)" received.*/\1/p')
+is "$(echo "$payloads" | grep -c .)" 2 \
+	"a listener got a notification per committed epoch row (the last one with the end of the run)"
+is "$(echo "$payloads" | grep -cvE '^\{"run": [0-9]+\}$')" 0 "every payload is just {\"run\": id}: no loss, accuracy, status, model or error"
+
+# ---- a failure while recording a cancelled run
+q -c "ALTER DATABASE $db SET transfer.debug_pause_at = 'load,record_failure'" >/dev/null
+run=$(psql -X -At -d "$db" -U alice -c "SELECT tl_train('finetune', 'tiny', $ARGS)")
+wait_for "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'training run: paused at load'" 60
+ok $? "the worker of run $run is paused while loading the images"
+psql -X -At -d "$db" -U alice -c "SELECT tl_cancel($run)" >/dev/null
+is "$(psql -X -At -d "$db" -U alice -c "SELECT tl_wait($run, '1 min')")" cancelled \
+	"recording the cancel failed, yet the run ends cancelled (not running, not interrupted)"
+is "$(q -c "SELECT error FROM tl_runs WHERE id = $run")" \
+	"cancelled by request (and recording it failed: failing at record_failure (transfer.debug_pause_at))" \
+	"its error names both the cause and the failure to record it"
+q -c "ALTER DATABASE $db RESET transfer.debug_pause_at" >/dev/null
+
+__MORE__
+
+dropdb "$db" >/dev/null 2>&1
+ok $? "dropped the test database"
+for r in alice bob carol; do tl_psql -c "DROP ROLE IF EXISTS $r" >/dev/null 2>&1; done
+tap_exit
