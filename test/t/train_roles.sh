@@ -24,7 +24,7 @@ wait_for() {	# wait_for SQL SECONDS: poll until the query returns t
 	return 1
 }
 
-echo "1..__N__"
+echo "1..17"
 
 # 4 train and 2 val images per class of hymenoptera, tiny network
 src=$TL_REPO/build/test-data/train-roles
@@ -42,7 +42,9 @@ for r in alice bob carol; do tl_psql -c "DROP ROLE IF EXISTS $r" >/dev/null 2>&1
 createdb "$db" && q -c 'CREATE EXTENSION transfer' \
 	&& q -c "SELECT count(*) FROM tl_import_folder('tiny', '$src')" >/dev/null \
 	&& q -c "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE carol LOGIN;
-			 GRANT SELECT ON tl_images TO alice, bob, carol"
+			 GRANT SELECT ON tl_images TO alice, bob, carol;
+			 GRANT SELECT, INSERT ON tl_stored_models, tl_model_tensors TO alice, bob, carol;
+			 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO alice, bob, carol"
 ok $? "database with 12 images and roles alice, bob, carol"
 ARGS="from_scratch => true, base_width => 8, image_size => 32, batch_size => 4, epochs => 1, seed => 3"
 
@@ -67,7 +69,36 @@ is "$(q -c "SELECT error FROM tl_runs WHERE id = $run")" \
 	"its error names both the cause and the failure to record it"
 q -c "ALTER DATABASE $db RESET transfer.debug_pause_at" >/dev/null
 
-__MORE__
+# ---- a dropped role
+bob_trains() {	# status of a new run of bob's, waited for
+	local run
+	run=$(psql -X -At -d "$db" -U bob -c "SELECT tl_train('finetune', 'tiny', $ARGS, wait => true)" 2>/dev/null)
+	psql -X -At -d "$db" -U bob -c "SELECT status FROM tl_runs WHERE id = '${run:-0}'" 2>&1
+}
+q -c "SET ROLE carol; SELECT tl_train('finetune', 'tiny', $ARGS, model_name => 'c', wait => true)" >/dev/null 2>&1
+is "$(q -c "SELECT count(*) FROM tl_runs WHERE role = 'carol' AND status = 'succeeded'")" 1 "carol trained a run"
+q -c "DROP OWNED BY carol; DROP ROLE carol"
+ok $? "DROP OWNED BY carol; DROP ROLE carol"
+is "$(psql -X -At -d "$db" -U alice -c "SELECT count(*) FROM tl_runs" 2>&1)" 2 \
+	"alice still counts tl_runs (her own 2 runs; carol's is nobody's)"
+is "$(psql -X -At -d "$db" -U bob -c "SELECT count(*) FROM tl_runs" 2>&1)" 0 "so does bob (none)"
+ok "$(psql -X -At -d "$db" -U alice -c "SELECT count(*) FROM tl_plot(1)" >/dev/null 2>&1; echo $?)" "alice can still call tl_plot"
+is "$(bob_trains)" succeeded \
+	"bob can still train"
+q -c "CREATE ROLE carol LOGIN"
+is "$(psql -X -At -d "$db" -U carol -c "SELECT count(*) FROM tl_runs" 2>&1)" 0 \
+	"a new role named carol does not inherit the dropped carol's run"
+
+# ---- no explicit ids, no id or owner changes
+next=$(q -c "SELECT last_value + 1 FROM tl_runs_id_seq")
+err=$(psql -X -At -d "$db" -U alice -c "INSERT INTO tl_runs (id, dataset, mode, args) VALUES ($next, 'tiny', 'finetune', '{}')" 2>&1)
+is "$(echo "$err" | head -n 1)" 'ERROR:  new row violates row-level security policy for table "tl_runs"' \
+	"alice can't insert a run with the id of the next run"
+is "$(psql -X -At -d "$db" -U alice -c "UPDATE tl_runs SET id = id + 1000" 2>&1)" \
+	"ERROR:  permission denied for table tl_runs" "nor move her run to another id"
+is "$(bob_trains)" succeeded \
+	"bob's next run trains"
+
 
 dropdb "$db" >/dev/null 2>&1
 ok $? "dropped the test database"
