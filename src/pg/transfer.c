@@ -106,6 +106,7 @@ _PG_init(void)
 							 PGC_USERSET, 0, NULL, assign_conv_algorithm, NULL);
 
 	tl_debug_pause_define_guc();
+	tl_start_wait_define_guc();
 
 	MarkGUCPrefixReserved("transfer");
 }

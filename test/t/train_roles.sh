@@ -5,7 +5,8 @@
 # status and both errors (transfer.debug_pause_at's record_failure forces
 # it); a dropped role's runs don't break tl_runs, tl_plot or tl_train for
 # the other roles, and a new role of the same name doesn't inherit them;
-# no role can insert a run row with an id of its choosing.
+# no role can insert a run row with an id of its choosing; a worker waiting
+# for a transaction left open gives up after transfer.train_start_timeout.
 # Prints TAP; run by scripts/test.sh with the throwaway cluster's environment
 # (PG*, TL_CLUSTER).
 set -uo pipefail
@@ -24,7 +25,7 @@ wait_for() {	# wait_for SQL SECONDS: poll until the query returns t
 	return 1
 }
 
-echo "1..17"
+echo "1..20"
 
 # 4 train and 2 val images per class of hymenoptera, tiny network
 src=$TL_REPO/build/test-data/train-roles
@@ -99,6 +100,23 @@ is "$(psql -X -At -d "$db" -U alice -c "UPDATE tl_runs SET id = id + 1000" 2>&1)
 is "$(bob_trains)" succeeded \
 	"bob's next run trains"
 
+
+# ---- wait => false from a transaction left open: the worker gives up
+q -c "ALTER DATABASE $db SET transfer.train_start_timeout = '1s'" >/dev/null
+psql -X -At -d "$db" -U alice -c "BEGIN" -c "SELECT tl_train('finetune', 'tiny', $ARGS)" \
+	-c "SELECT pg_sleep(4)" -c "COMMIT" >"$TL_REPO/build/train-roles-open.out" 2>&1 &
+holder=$!
+sleep 1
+wait_for "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'transfer training worker'" 10
+ok $? "the worker waiting for an open transaction exits after transfer.train_start_timeout"
+wait "$holder"
+run=$(grep -m1 -E "^[0-9]+$" "$TL_REPO/build/train-roles-open.out")
+q -c "ALTER DATABASE $db RESET transfer.train_start_timeout" >/dev/null
+is "$(psql -X -At -d "$db" -U alice -c "SELECT tl_run_status('$run')" -c "SELECT ': ' || error FROM tl_runs WHERE id = '$run'" 2>&1 | paste -sd '')" \
+	"interrupted: the training worker stopped before the run started (server restart, crash or termination, or the transaction that called tl_train stayed open longer than transfer.train_start_timeout)" \
+	"once committed, the run is interrupted and says why"
+psql -X -At -d "$db" -U alice -c "SELECT tl_resume('$run', wait => true)" >/dev/null 2>&1
+is "$(q -c "SELECT status FROM tl_runs WHERE id = '$run'")" succeeded "tl_resume trains it"
 
 dropdb "$db" >/dev/null 2>&1
 ok $? "dropped the test database"

@@ -284,6 +284,9 @@ extern void load_images(const char *dataset, run_data *d, bool by_ids);
 /* debug_pause.c: transfer.debug_pause_at, for tests only */
 extern void tl_debug_pause(const char *stage);
 extern void tl_debug_fail(const char *stage);
+
+/* start_wait.c: false when the launching transaction outlived transfer.train_start_timeout */
+extern bool tl_wait_for_launcher(TransactionId xid);
 extern void load_classes(int64 run, run_data *d);
 extern void record_classes(int64 run, const run_data *d);
 

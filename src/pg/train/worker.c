@@ -477,7 +477,13 @@ tl_train_worker_main(Datum main_arg)
 			/* its row becomes visible (or never exists) when that transaction ends */
 			pgstat_report_activity(STATE_RUNNING, "waiting for the transaction that started the run");
 			StartTransactionCommand();
-			XactLockTableWait(extra.launcher_xid, NULL, NULL, XLTW_None);
+			if (!tl_wait_for_launcher(extra.launcher_xid))
+			{
+				CommitTransactionCommand();
+				elog(LOG, "training run " INT64_FORMAT ": gave up waiting for the transaction that started it "
+					 "(transfer.train_start_timeout)", run);
+				proc_exit(0);
+			}
 			CommitTransactionCommand();
 			MemoryContextSwitchTo(run_cxt);
 		}
