@@ -16,26 +16,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
-. test/t/tap.bash
-
 db=tl_resume_stages
-q() { tl_psql -At -d "$db" "$@"; }
-wait_for() {	# wait_for SQL SECONDS: poll until the query returns t
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		[ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-server_up() {
-	local i
-	for ((i = 0; i < 300; i++)); do
-		psql -X -At -d "$db" -c 'SELECT 1' >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	return 1
-}
+. test/t/train_lib.bash
 resets() { grep -c "all server processes terminated; reinitializing" "$TL_CLUSTER/server.log"; }
 
 stages="load epoch0_train epoch0_val checkpoint store_model"
@@ -43,16 +25,7 @@ echo "1..$((3 + 6 * 5))"
 
 # 40 train and 30 val images of hymenoptera (two classes), tiny network
 src=$TL_REPO/build/test-data/resume-stages
-rm -rf "$src"
-for split in train val; do
-	for cls in ants bees; do
-		mkdir -p "$src/$split/$cls"
-		n=$([ $split = train ] && echo 20 || echo 15)
-		find "$TL_HYMENOPTERA/$split/$cls" -name '*.jpg' | LC_ALL=C sort | head -n "$n" |
-			xargs cp -t "$src/$split/$cls"
-	done
-done
-chmod -R a+rX "$TL_REPO/build/test-data"
+hymenoptera_subset "$src" 20 15
 dropdb --if-exists "$db" >/dev/null 2>&1
 createdb "$db" && q -c 'CREATE EXTENSION transfer' \
 	&& q -c "SELECT count(*) FROM tl_import_folder('stages', '$src')" >/dev/null

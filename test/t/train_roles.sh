@@ -12,32 +12,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
-. test/t/tap.bash
-
 db=tl_train_roles
-q() { tl_psql -At -d "$db" "$@"; }
-wait_for() {	# wait_for SQL SECONDS: poll until the query returns t
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		[ "$(q -c "$1" 2>/dev/null)" = t ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
+. test/t/train_lib.bash
 
 echo "1..20"
 
 # 4 train and 2 val images per class of hymenoptera, tiny network
 src=$TL_REPO/build/test-data/train-roles
-rm -rf "$src"
-for split in train val; do
-	for cls in ants bees; do
-		mkdir -p "$src/$split/$cls"
-		find "$TL_HYMENOPTERA/$split/$cls" -name '*.jpg' | LC_ALL=C sort |
-			head -n "$([ $split = train ] && echo 4 || echo 2)" | xargs cp -t "$src/$split/$cls"
-	done
-done
-chmod -R a+rX "$TL_REPO/build/test-data"
+hymenoptera_subset "$src" 4 2
 dropdb --if-exists "$db" >/dev/null 2>&1
 for r in alice bob carol; do tl_psql -c "DROP ROLE IF EXISTS $r" >/dev/null 2>&1; done
 createdb "$db" && q -c 'CREATE EXTENSION transfer' \

@@ -82,18 +82,19 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 	notify(run);
 }
 
-/* Final bookkeeping of a failed or cancelled run. */
-void
-finish_unsuccessful(int64 run, const char *status, const char *message)
+/*
+ * Set a queued or running run's final status and error (queued too: a
+ * cancel can arrive before the run was claimed).  false: not this worker's
+ * run (any more), left as it is.
+ */
+static bool
+set_final_status(int64 run, const char *status, const char *message)
 {
 	StringInfoData q;
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
 
-	begin_tx(false);
-	tl_debug_fail("record_failure");
 	initStringInfo(&q);
-	/* queued too: a cancel can arrive before the run was claimed */
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = $2, error = $3, finished = now() "
 					 "WHERE id = $1 AND status IN ('queued', 'running')", tl_qualified("tl_runs"));
@@ -101,13 +102,25 @@ finish_unsuccessful(int64 run, const char *status, const char *message)
 	values[1] = CStringGetTextDatum(status);
 	values[2] = CStringGetTextDatum(message);
 	exec_sql(q.data, 3, types, values, SPI_OK_UPDATE);
-	if (SPI_processed == 0)
+	return SPI_processed > 0;
+}
+
+/* Final bookkeeping of a failed or cancelled run. */
+void
+finish_unsuccessful(int64 run, const char *status, const char *message)
+{
+	StringInfoData q;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run)};
+
+	begin_tx(false);
+	tl_debug_fail("record_failure");
+	if (!set_final_status(run, status, message))
 	{
-		/* not this worker's run (any more): leave it as it is */
 		end_tx();
 		return;
 	}
-	resetStringInfo(&q);
+	initStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_checkpoints"));
 	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
 	resetStringInfo(&q);
@@ -118,34 +131,24 @@ finish_unsuccessful(int64 run, const char *status, const char *message)
 }
 
 /*
- * The last resort when finish_unsuccessful itself failed (the run's role was
- * dropped, a policy or a table is broken, out of memory): only the run's
- * status and error, as the bootstrap superuser so that row-level security
- * and the role's privileges can't stop it, leaving the checkpoint for
- * tl_resume.  Without it the run would stay running and read as
- * interrupted, its real cause only in the server log.
+ * The last resort when finish_unsuccessful itself failed (a policy or a
+ * table is broken, the role lost its privileges, out of memory): only the
+ * run's status and error, as the bootstrap superuser so that row-level
+ * security and the role's privileges can't stop it; its checkpoint and
+ * progress rows stay (they go with the run).  Without it the run would
+ * stay running and read as interrupted, its real cause only in the server
+ * log.
  */
 void
 finish_unsuccessful_minimal(int64 run, const char *status, const char *message)
 {
-	StringInfoData q;
-	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		values[3];
 	Oid			save_userid;
 	int			save_sec;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	begin_tx(false);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	initStringInfo(&q);
-	appendStringInfo(&q,
-					 "UPDATE %s SET status = $2, error = $3, finished = now() "
-					 "WHERE id = $1 AND status IN ('queued', 'running')", tl_qualified("tl_runs"));
-	values[0] = Int64GetDatum(run);
-	values[1] = CStringGetTextDatum(status);
-	values[2] = CStringGetTextDatum(message);
-	exec_sql(q.data, 3, types, values, SPI_OK_UPDATE);
-	if (SPI_processed > 0)
+	if (set_final_status(run, status, message))
 		notify(run);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	end_tx();
