@@ -1,5 +1,5 @@
-# train_lib.bash - helpers of the training tests train_resume_stages.sh and
-# train_roles.sh.  Source it after scripts/pgcluster.sh with $db set; prove
+# train_lib.bash - helpers of the training tests (train_faults.sh,
+# train_resume_stages.sh, train_roles.sh).  Source it after scripts/pgcluster.sh with $db set; prove
 # runs only *.sh, so this file is not a test.
 #
 #   q ARGS...                   psql -At against $db, stopping on errors
