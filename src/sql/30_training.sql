@@ -4,7 +4,7 @@
 -- connects as the role that called tl_train.  Bookkeeping rows are written by
 -- that worker with the caller's rights, so every table here is granted to
 -- PUBLIC and guarded by row-level security: a role sees (and can cancel)
--- the runs of the roles whose privileges it has, pg_has_role(role, 'USAGE').
+-- the runs of the roles whose privileges it has, pg_has_role(role_oid, 'USAGE').
 
 CREATE TABLE @extschema@.tl_runs (
 	id				bigserial PRIMARY KEY,
