@@ -108,5 +108,8 @@ _PG_init(void)
 							 TL_CONV_WINOGRAD, conv_algorithm_options,
 							 PGC_USERSET, 0, NULL, assign_conv_algorithm, NULL);
 
+	tl_debug_pause_define_guc();
+	tl_start_wait_define_guc();
+
 	MarkGUCPrefixReserved("transfer");
 }

@@ -11,4 +11,9 @@ extern int	tl_guc_train_threads;
 extern int	tl_guc_train_memory_limit;	/* MB, 0 = no limit */
 extern int	tl_guc_conv_algorithm;	/* tl_conv_algorithm */
 
+/* train/debug_pause.c: defines transfer.debug_pause_at (for tests only) */
+extern void tl_debug_pause_define_guc(void);
+/* train/start_wait.c: defines transfer.train_start_timeout */
+extern void tl_start_wait_define_guc(void);
+
 #endif

@@ -4,7 +4,7 @@
 -- connects as the role that called tl_train.  Bookkeeping rows are written by
 -- that worker with the caller's rights, so every table here is granted to
 -- PUBLIC and guarded by row-level security: a role sees (and can cancel)
--- the runs of the roles whose privileges it has, pg_has_role(role, 'USAGE').
+-- the runs of the roles whose privileges it has, pg_has_role(role_oid, 'USAGE').
 
 CREATE TABLE @extschema@.tl_runs (
 	id				bigserial PRIMARY KEY,
@@ -24,7 +24,10 @@ CREATE TABLE @extschema@.tl_runs (
 	best_epoch		integer,
 	model_id		bigint,
 	error			text,
-	resumes			integer NOT NULL DEFAULT 0
+	resumes			integer NOT NULL DEFAULT 0,
+	-- the role by OID: a dropped role's runs become nobody's, and a later
+	-- role of the same name does not inherit them (role is for display)
+	role_oid		oid DEFAULT pg_catalog.to_regrole(pg_catalog.quote_ident(current_user))::oid
 );
 COMMENT ON TABLE @extschema@.tl_runs IS 'Training runs started by tl_train, one row per run.';
 CREATE INDEX tl_runs_active ON @extschema@.tl_runs (id) WHERE status IN ('queued', 'running');
@@ -89,17 +92,30 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoint_tensor
 -- Not dumped: tl_run_progress (transient, rewritten by a running worker).
 
 -- Row-level security: the calling role's own runs, or those of roles whose
--- privileges it has.  Superusers and the extension owner bypass it.
+-- privileges it has.  Superusers and the extension owner bypass it.  A run
+-- belongs to the role with its role_oid and its name: a dropped role's runs
+-- match no role (pg_has_role is false for an OID that no longer exists), a
+-- new role reusing the name has another OID, and runs restored into another
+-- cluster, where the OID names another role or none, are nobody's until
+-- role_oid is set again (docs/training.md).  Rows are inserted only by
+-- tl_train and tl_resume, with an id the sequence has already handed out,
+-- so no role can take the id of another role's next run.
 ALTER TABLE @extschema@.tl_runs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tl_runs_read ON @extschema@.tl_runs FOR SELECT
-	USING (pg_catalog.pg_has_role(role, 'USAGE'));
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
 CREATE POLICY tl_runs_insert ON @extschema@.tl_runs FOR INSERT
-	WITH CHECK (role = current_user);
+	WITH CHECK (role = current_user
+				AND role_oid = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = current_user)
+				AND id <= (SELECT s.last_value FROM @extschema@.tl_runs_id_seq s));
 CREATE POLICY tl_runs_update ON @extschema@.tl_runs FOR UPDATE
-	USING (pg_catalog.pg_has_role(role, 'USAGE'))
-	WITH CHECK (pg_catalog.pg_has_role(role, 'USAGE'));
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid))
+	WITH CHECK (pg_catalog.pg_has_role(role_oid, 'USAGE')
+				AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
 CREATE POLICY tl_runs_delete ON @extschema@.tl_runs FOR DELETE
-	USING (pg_catalog.pg_has_role(role, 'USAGE'));
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
 
 ALTER TABLE @extschema@.tl_run_epochs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tl_run_epochs_own ON @extschema@.tl_run_epochs
@@ -122,6 +138,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.tl_runs, @extschema@.tl_run_
 	@extschema@.tl_run_progress, @extschema@.tl_run_checkpoints,
 	@extschema@.tl_run_checkpoint_tensors TO PUBLIC;
 GRANT USAGE, SELECT ON SEQUENCE @extschema@.tl_runs_id_seq TO PUBLIC;
+-- a run's id and owner never change
+REVOKE UPDATE ON @extschema@.tl_runs FROM PUBLIC;
+GRANT UPDATE (dataset, mode, args, status, pid, created, started, finished, epochs_done,
+			  best_val_acc, best_epoch, model_id, error, resumes) ON @extschema@.tl_runs TO PUBLIC;
 
 CREATE FUNCTION @extschema@.tl_train(
 	mode text,

@@ -11,18 +11,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
-. test/t/tap.bash
-
 db=tl_train_faults
-q() { tl_psql -At -d "$db" "$@"; }
-server_up() {
-	local i
-	for ((i = 0; i < 300; i++)); do
-		psql -X -At -d "$db" -c 'SELECT 1' >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	return 1
-}
+. test/t/train_lib.bash
 
 echo "1..34"
 

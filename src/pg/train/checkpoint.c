@@ -274,6 +274,7 @@ tl_ckpt_save(int64 run, int epoch, double best_acc, int best_epoch, const tl_rng
 	if (SPI_processed != 1)
 		elog(ERROR, "checkpoint of run " INT64_FORMAT " is missing", run);
 	save_part(run, "model", model);
+	tl_debug_pause("checkpoint");
 	save_part(run, "momentum", momentum);
 	if (best)
 		save_part(run, "best", best);
@@ -289,12 +290,21 @@ tl_ckpt_load_meta(int64 run, tl_ckpt *c)
 	TupleDesc	desc;
 	bool		isnull;
 	bytea	   *rng;
+	MemoryContext caller = CurrentMemoryContext;
 
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "SELECT epoch, best_acc, best_epoch, rng, train_ids, val_ids FROM %s WHERE run = $1",
 					 tl_qualified("tl_run_checkpoints"));
 	exec_or_error(q.data, 1, types, values, NULL, SPI_OK_SELECT);
+
+	/*
+	 * SPI_execute returns in the SPI procedure's context, which SPI_finish
+	 * deletes at the end of the transaction: the id arrays are the caller's,
+	 * so allocate them in the caller's context (they outlive the
+	 * transaction when a run resumes).
+	 */
+	MemoryContextSwitchTo(caller);
 	if (SPI_processed != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];

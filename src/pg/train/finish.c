@@ -2,14 +2,16 @@
  * train/finish.c - the end of a run.  Success stores the best weights as a
  * new model in the transaction that marks the run succeeded; failure or a
  * cancel records the status and error and stores nothing.  Either way the
- * run's checkpoint and progress rows are deleted and a NOTIFY says how it
- * ended.
+ * run's checkpoint and progress rows are deleted and a NOTIFY with the
+ * run's id says that it ended.
  */
 #include "postgres.h"
 
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -55,6 +57,7 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 	model_id = tl_store_save(args->model_name, W.best, (const char *const *) d->classes,
 							 d->num_classes, args->image_size, model_source(run),
 							 model_metrics(best_acc, best_epoch));
+	tl_debug_pause("store_model");
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = 'succeeded', finished = now(), model_id = $2, "
@@ -76,22 +79,22 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 	resetStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_progress"));
 	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
-	notify(psprintf("{\"run\": " INT64_FORMAT ", \"status\": \"succeeded\", \"model_id\": " INT64_FORMAT
-					", \"best_val_acc\": %.17g}", run, model_id, best_acc));
+	notify(run);
 }
 
-/* Final bookkeeping of a failed or cancelled run. */
-void
-finish_unsuccessful(int64 run, const char *status, const char *message)
+/*
+ * Set a queued or running run's final status and error (queued too: a
+ * cancel can arrive before the run was claimed).  false: not this worker's
+ * run (any more), left as it is.
+ */
+static bool
+set_final_status(int64 run, const char *status, const char *message)
 {
 	StringInfoData q;
-	StringInfoData js;
 	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
 
-	begin_tx(false);
 	initStringInfo(&q);
-	/* queued too: a cancel can arrive before the run was claimed */
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = $2, error = $3, finished = now() "
 					 "WHERE id = $1 AND status IN ('queued', 'running')", tl_qualified("tl_runs"));
@@ -99,25 +102,54 @@ finish_unsuccessful(int64 run, const char *status, const char *message)
 	values[1] = CStringGetTextDatum(status);
 	values[2] = CStringGetTextDatum(message);
 	exec_sql(q.data, 3, types, values, SPI_OK_UPDATE);
-	if (SPI_processed == 0)
+	return SPI_processed > 0;
+}
+
+/* Final bookkeeping of a failed or cancelled run. */
+void
+finish_unsuccessful(int64 run, const char *status, const char *message)
+{
+	StringInfoData q;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run)};
+
+	begin_tx(false);
+	tl_debug_fail("record_failure");
+	if (!set_final_status(run, status, message))
 	{
-		/* not this worker's run (any more): leave it as it is */
 		end_tx();
 		return;
 	}
-	resetStringInfo(&q);
+	initStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_checkpoints"));
 	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
 	resetStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE run = $1", tl_qualified("tl_run_progress"));
 	exec_sql(q.data, 1, types, values, SPI_OK_DELETE);
-	initStringInfo(&js);
-	appendStringInfo(&js, "{\"run\": " INT64_FORMAT ", \"status\": ", run);
-	escape_json(&js, status);
-	appendStringInfoString(&js, ", \"error\": ");
-	/* NOTIFY payloads must stay under 8000 bytes */
-	escape_json(&js, strlen(message) > 1000 ? psprintf("%.1000s...", message) : message);
-	appendStringInfoChar(&js, '}');
-	notify(js.data);
+	notify(run);
+	end_tx();
+}
+
+/*
+ * The last resort when finish_unsuccessful itself failed (a policy or a
+ * table is broken, the role lost its privileges, out of memory): only the
+ * run's status and error, as the bootstrap superuser so that row-level
+ * security and the role's privileges can't stop it; its checkpoint and
+ * progress rows stay (they go with the run).  Without it the run would
+ * stay running and read as interrupted, its real cause only in the server
+ * log.
+ */
+void
+finish_unsuccessful_minimal(int64 run, const char *status, const char *message)
+{
+	Oid			save_userid;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	begin_tx(false);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (set_final_status(run, status, message))
+		notify(run);
+	SetUserIdAndSecContext(save_userid, save_sec);
 	end_tx();
 }

@@ -158,6 +158,7 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 			MemoryContextSwitchTo(old);
 		}
 		tl_decode_images(W.images, m, chunk_idx, chunk_id, chunk_data, chunk_len);
+		tl_debug_pause("load");
 		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(tmp);
 		CHECK_FOR_INTERRUPTS();

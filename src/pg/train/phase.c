@@ -80,6 +80,8 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 				p->val_batch_s = per_batch;
 		}
 		report_progress(p, false);
+		if (b == 0 && p->epoch == 0)
+			tl_debug_pause(train ? "epoch0_train" : "epoch0_val");
 	}
 	r.loss = running_loss / n;
 	r.acc = (double) corrects / n;

@@ -140,7 +140,10 @@ mark_interrupted(int64 run)
 	initStringInfo(&q);
 	appendStringInfo(&q,
 					 "UPDATE %s SET status = 'interrupted', finished = now(), "
-					 "error = 'the training worker stopped without finishing (server restart, crash or termination)' "
+					 "error = CASE WHEN status = 'queued' THEN 'the training worker stopped before the run started "
+					 "(server restart, crash or termination, or the transaction that called tl_train stayed open "
+					 "longer than transfer.train_start_timeout)' "
+					 "ELSE 'the training worker stopped without finishing (server restart, crash or termination)' END "
 					 "WHERE id = $1 AND status IN ('queued', 'running')",
 					 tl_qualified("tl_runs"));
 	if (SPI_execute_with_args(q.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)

@@ -286,7 +286,7 @@ typedef struct progress
 	TimestampTz last_write;
 } progress;
 
-extern void notify(const char *payload);
+extern void notify(int64 run);
 extern void report_progress(progress *p, bool force);
 extern void insert_epoch_row(int64 run, int epoch, const char *phase, double loss, double acc,
 							 double lr, double seconds);
@@ -305,6 +305,13 @@ typedef struct run_data
 
 /* src: a relation source (by_ids only), or NULL for tl_images */
 extern void load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids);
+
+/* debug_pause.c: transfer.debug_pause_at, for tests only */
+extern void tl_debug_pause(const char *stage);
+extern void tl_debug_fail(const char *stage);
+
+/* start_wait.c: false when the launching transaction outlived transfer.train_start_timeout */
+extern bool tl_wait_for_launcher(TransactionId xid);
 extern void load_classes(int64 run, run_data *d);
 extern void record_classes(int64 run, const run_data *d);
 
@@ -323,6 +330,7 @@ extern void compute_features(const tl_run_args *args, const run_data *d, int64 r
 extern void finish_success(int64 run, const tl_run_args *args, const run_data *d, double best_acc,
 						   int best_epoch);
 extern void finish_unsuccessful(int64 run, const char *status, const char *message);
+extern void finish_unsuccessful_minimal(int64 run, const char *status, const char *message);
 
 #pragma GCC visibility pop
 

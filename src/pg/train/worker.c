@@ -413,6 +413,48 @@ train_run(int64 run, const tl_launch_extra *extra)
 	}
 }
 
+/*
+ * Record a failed or cancelled run.  If that fails too, record at least the
+ * status and both errors, so the run never stays running with its cause
+ * only in the server log.
+ */
+static void
+record_unsuccessful(int64 run, const char *status, const char *message)
+{
+	PG_TRY();
+	{
+		finish_unsuccessful(run, status, message);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(run_cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(run_cxt);
+		ereport(LOG,
+				(errmsg("could not record the end of training run " INT64_FORMAT ": %s", run, e->message)));
+		PG_TRY();
+		{
+			finish_unsuccessful_minimal(run, status,
+										psprintf("%s (and recording it failed: %s)", message, e->message));
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(run_cxt);
+			e = CopyErrorData();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			ereport(LOG,
+					(errmsg("could not record the status of training run " INT64_FORMAT ": %s", run, e->message)));
+		}
+		PG_END_TRY();
+	}
+	PG_END_TRY();
+}
+
 void
 tl_train_worker_main(Datum main_arg)
 {
@@ -455,7 +497,13 @@ tl_train_worker_main(Datum main_arg)
 			/* its row becomes visible (or never exists) when that transaction ends */
 			pgstat_report_activity(STATE_RUNNING, "waiting for the transaction that started the run");
 			StartTransactionCommand();
-			XactLockTableWait(extra.launcher_xid, NULL, NULL, XLTW_None);
+			if (!tl_wait_for_launcher(extra.launcher_xid))
+			{
+				CommitTransactionCommand();
+				elog(LOG, "training run " INT64_FORMAT ": gave up waiting for the transaction that started it "
+					 "(transfer.train_start_timeout)", run);
+				proc_exit(0);
+			}
 			CommitTransactionCommand();
 			MemoryContextSwitchTo(run_cxt);
 		}
@@ -486,7 +534,7 @@ tl_train_worker_main(Datum main_arg)
 					(errmsg("training run " INT64_FORMAT " failed%s: %s", run,
 							claimed ? "" : " before it started", e->message)));
 		/* keep the error's detail and hint: tl_runs.error is all the user sees */
-		finish_unsuccessful(run, cancelled ? "cancelled" : "failed",
+		record_unsuccessful(run, cancelled ? "cancelled" : "failed",
 							cancelled ? "cancelled by request" :
 							psprintf("%s%s%s%s%s", e->message,
 									 e->detail ? "\nDETAIL: " : "", e->detail ? e->detail : "",

@@ -118,3 +118,34 @@ COMMENT ON FUNCTION @extschema@.tl_embed(bytea, text) IS
 -- ---- dumps keep the resume points of interrupted runs (issue 15) ----
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.tl_run_checkpoint_tensors', '');
+-- ---- training runs and roles (issue 16) ----
+-- tl_runs.role_oid: policies match a run's role by OID and name, so a
+-- dropped role breaks nothing and a new role of the same name inherits
+-- nothing; runs are inserted only with ids the sequence handed out; a
+-- run's id and owner can't be updated.  Runs of roles already dropped keep
+-- role_oid null and belong to nobody.
+ALTER TABLE @extschema@.tl_runs
+	ADD COLUMN role_oid oid DEFAULT pg_catalog.to_regrole(pg_catalog.quote_ident(current_user))::oid;
+UPDATE @extschema@.tl_runs r SET role_oid = o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = r.role;
+DROP POLICY tl_runs_read ON @extschema@.tl_runs;
+DROP POLICY tl_runs_insert ON @extschema@.tl_runs;
+DROP POLICY tl_runs_update ON @extschema@.tl_runs;
+DROP POLICY tl_runs_delete ON @extschema@.tl_runs;
+CREATE POLICY tl_runs_read ON @extschema@.tl_runs FOR SELECT
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
+CREATE POLICY tl_runs_insert ON @extschema@.tl_runs FOR INSERT
+	WITH CHECK (role = current_user
+				AND role_oid = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = current_user)
+				AND id <= (SELECT s.last_value FROM @extschema@.tl_runs_id_seq s));
+CREATE POLICY tl_runs_update ON @extschema@.tl_runs FOR UPDATE
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid))
+	WITH CHECK (pg_catalog.pg_has_role(role_oid, 'USAGE')
+				AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
+CREATE POLICY tl_runs_delete ON @extschema@.tl_runs FOR DELETE
+	USING (pg_catalog.pg_has_role(role_oid, 'USAGE')
+		   AND role = (SELECT o.rolname FROM pg_catalog.pg_roles o WHERE o.oid = role_oid));
+REVOKE UPDATE ON @extschema@.tl_runs FROM PUBLIC;
+GRANT UPDATE (dataset, mode, args, status, pid, created, started, finished, epochs_done,
+			  best_val_acc, best_epoch, model_id, error, resumes) ON @extschema@.tl_runs TO PUBLIC;
