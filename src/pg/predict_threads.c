@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "access/parallel.h"
+#include "fmgr.h"
 
 #include "nn/tl_resnet.h"
 #include "predict_threads.h"
@@ -81,4 +82,13 @@ tl_predict_use_threads(void)
 
 	if (tl_get_num_threads() != n)
 		tl_set_num_threads(n);
+}
+
+PG_FUNCTION_INFO_V1(tl_predict_threads);
+
+/* tl_predict_threads() returns integer: tl_predict_thread_count() here and now */
+Datum
+tl_predict_threads(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(tl_predict_thread_count());
 }

@@ -60,6 +60,15 @@ void		tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k);
 /* y (n*oh*ow x oc) = cols(x) * Wp^T, Wp packed (oc x k*k*c). */
 void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
+/*
+ * The same, its GEMMs split into `parts` slices (rows, or output columns for
+ * small n*oh*ow) run on the pool whatever the thread count: OpenBLAS rounds
+ * differently for different GEMM shapes, so a fixed split gives bitwise the
+ * same y with any number of threads.  tl_conv_forward splits by the thread
+ * count.
+ */
+void		tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws,
+								  const tl_conv_shape *s, int parts);
 
 /*
  * The weight gradient sums n*oh*ow products per element.  With P large it is
