@@ -28,6 +28,11 @@
 /* Keep OpenBLAS on the calling thread (once per process; cheap to repeat). */
 void		tl_blas_single_threaded(void);
 
+/* ---- large buffers (tl_memory.c) ---- */
+
+/* 64-byte aligned, on transparent huge pages when large; NULL if out of memory; free() it. */
+void	   *tl_alloc_large(size_t bytes);
+
 /* ---- convolution (tl_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape

@@ -231,7 +231,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 	if (a.used > TL_MAX_PLAN_BYTES)
 		return tl_fail(err, TL_E_LIMIT, "the plan needs %lld bytes, more than the limit of %lld",
 					   (long long) a.used, (long long) TL_MAX_PLAN_BYTES);
-	net->arena = aligned_alloc(64, (size_t) a.used);
+	net->arena = tl_alloc_large((size_t) a.used);
 	if (!net->arena)
 		return tl_fail(err, TL_E_NOMEM, "out of memory planning %lld bytes of activations",
 					   (long long) a.used);
@@ -241,7 +241,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		net->grads_total = net->nparams_total;
 	else
 		net->grads_total = net->nparams_total - net->entries[net->fc_weight].offset;
-	net->grads = aligned_alloc(64, (size_t) ((net->grads_total + 15) & ~(int64_t) 15) * sizeof(float));
+	net->grads = tl_alloc_large((size_t) ((net->grads_total + 15) & ~(int64_t) 15) * sizeof(float));
 	if (!net->grads)
 	{
 		free(net->arena);
