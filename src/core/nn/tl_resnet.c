@@ -391,6 +391,13 @@ tl_resnet_check_state_dict(const tl_state_dict *sd, tl_resnet_config *cfg, tl_er
 }
 
 tl_code
+tl_resnet_validate_state_dict(const tl_resnet *net, const tl_state_dict *sd, unsigned flags,
+							  tl_error *err)
+{
+	return validate_against(net, sd, (flags & TL_LOAD_SKIP_FC) != 0, err);
+}
+
+tl_code
 tl_resnet_load_state_dict(tl_resnet *net, const tl_state_dict *sd, unsigned flags, tl_error *err)
 {
 	bool		skip_fc = (flags & TL_LOAD_SKIP_FC) != 0;
