@@ -18,30 +18,14 @@ import time
 
 import torch
 from PIL import Image
-from torchvision import transforms
-from torchvision.models import resnet18
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "scripts"))
-from safetensors_io import read_f32 as read_safetensors  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_tutorial import eval_setup  # noqa: E402
 
 
 def main():
     weights, root, threads, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    torch.set_num_threads(threads)
-    sd = read_safetensors(weights)
-    model = resnet18(num_classes=sd["fc.weight"].shape[0])
-    model.load_state_dict(sd, strict=False)
-    model.eval()
-    tf = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    files = []
-    for cls in sorted(os.listdir(os.path.join(root, "val"))):
-        d = os.path.join(root, "val", cls)
-        for f in sorted(os.listdir(d)):
-            if f.lower().endswith((".jpg", ".jpeg", ".png")):
-                with open(os.path.join(d, f), "rb") as fh:
-                    files.append(fh.read())
+    model, tf, files = eval_setup(weights, root, threads)
     files = files * repeat
 
     def load(data):
