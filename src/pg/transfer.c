@@ -65,9 +65,9 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.blas_threads",
-							"Compute threads used by this process for training and prediction.",
-							"Keep at 1 in ordinary backends so parallel workers do not "
-							"oversubscribe the CPU; training workers use transfer.train_threads.",
+							"Compute threads used by this process for prediction, when above 1 and transfer.predict_threads is 0.",
+							"Kept for compatibility: transfer.predict_threads (default 0, automatic) "
+							"decides otherwise; training workers use transfer.train_threads.",
 							&tl_guc_blas_threads,
 							1, 1, 64,
 							PGC_USERSET, 0, NULL, assign_blas_threads, NULL);
