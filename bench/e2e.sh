@@ -20,6 +20,14 @@
 #      0 parallel workers (transfer.blas_threads = T) and with 2 parallel
 #      workers (1 thread each, plans forced and checked with EXPLAIN ANALYZE),
 #      against PyTorch eval at batch 1 incl. JPEG decode and transforms;
+#   3b. a user's own table (issue 14): the val images x10 in
+#      CREATE TABLE photos AS ... pg_read_binary_file(...), ANALYZEd (TOASTed
+#      images, a tiny heap), SELECT count(tl_predict(img, model)) FROM photos
+#      with every setting at its default and with
+#      max_parallel_workers_per_gather = 0, against PyTorch end to end at
+#      batch 1 and batch 32 (bench/torch_predict_user.py); and the first
+#      tl_predict of a fresh connection (model load + first image) against
+#      the next one, in ms;
 #   4. peak RSS (VmHWM) of the training worker while it runs, and of the
 #      backend that ran the 0-worker prediction, next to PyTorch's peak RSS
 #      for the same job.
@@ -80,7 +88,16 @@ SELECT tl_import_weights('bench-base', pg_read_binary_file('$weights'), ARRAY['a
 SELECT tl_deploy('bench-base');
 -- statistics now, not whenever autovacuum gets to it: the plans depend on them
 ANALYZE tl_images;
+-- a user's own table: default storage (the images are TOASTed), x10 rows
+CREATE TABLE photos AS
+	SELECT c.label, f.name, pg_read_binary_file('$TL_HYMENOPTERA/val/' || c.label || '/' || f.name) AS img
+	FROM unnest(ARRAY['ants', 'bees']) AS c(label),
+		LATERAL pg_ls_dir('$TL_HYMENOPTERA/val/' || c.label) AS f(name),
+		generate_series(1, 10) AS g
+	WHERE f.name ~* '\.(jpe?g|png)$';
+ANALYZE photos;
 SQL
+n_user=$(psql -X -qAt -c "SELECT count(*) FROM photos")
 n_val=$(psql -X -qAt -c "SELECT count(*) FROM tl_images WHERE dataset = 'hymenoptera' AND split = 'val'")
 : >"$out"
 
@@ -207,6 +224,50 @@ torch_predict() {
 		done
 }
 
+# A user's table with default settings (only the serial case sets one), after
+# a warm-up in the same session.  The plan's worker count is recorded: with
+# TOASTed images the heap is far below min_parallel_table_scan_size.
+user_query="SELECT count(tl_predict(img, 'bench-base')) FROM photos"
+ours_user_predict() {
+	local key=$1 settings=$2 res
+	res=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL
+$settings
+SELECT count(tl_predict(img, 'bench-base')) FROM (SELECT img FROM photos LIMIT 2) s;
+EXPLAIN (COSTS OFF) $user_query;
+\timing on
+$user_query;
+SQL
+)
+	record "ours_user_${key}_s" "$(awk '/^Time:/ {print $2 / 1000}' <<<"$res" | tail -n 1)"
+	record "ours_user_${key}_workers" "$(awk '/Workers Planned:/ {print $3; f = 1} END {if (!f) print 0}' <<<"$res")"
+}
+
+# First tl_predict of a fresh connection (the library already loaded, so
+# this is the model load + the first image) and the next one, in ms.
+ours_first_latency() {
+	local res
+	res=$(psql -X -qAt -v ON_ERROR_STOP=1 <<SQL
+SELECT count(*) FROM tl_model_cache();
+CREATE TEMP TABLE one AS SELECT img FROM photos LIMIT 1;
+\timing on
+SELECT tl_predict(img, 'bench-base') FROM one;
+SELECT tl_predict(img, 'bench-base') FROM one;
+SQL
+)
+	record ours_first_ms "$(awk '/^Time:/ {print $2}' <<<"$res" | sed -n 1p)"
+	record ours_warm_ms "$(awk '/^Time:/ {print $2}' <<<"$res" | sed -n 2p)"
+}
+
+torch_user_predict() {
+	/usr/bin/python3 bench/torch_predict_user.py "$weights" "$TL_HYMENOPTERA" "$threads" 10 |
+		while read -r k v; do
+			case $k in
+				batch1_seconds) record torch_user_b1_s "$v" ;;
+				batch32_seconds) record torch_user_b32_s "$v" ;;
+			esac
+		done
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq 1 "$runs"); do
 	tl_log "run $r of $runs"
@@ -217,6 +278,10 @@ for r in $(seq 1 "$runs"); do
 	ours_predict 0 "$threads"
 	ours_predict 2 1
 	[ $use_torch = 1 ] && torch_predict
+	ours_user_predict w0 "SET max_parallel_workers_per_gather = 0;"
+	ours_user_predict default ""
+	[ $use_torch = 1 ] && torch_user_predict
+	for i in 1 2 3; do ours_first_latency; done
 done
 if [ "$cache_epochs" -gt 0 ]; then
 	# once: a many-epoch run is long on the torch side (it is not cached there)
@@ -228,9 +293,10 @@ fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 torch_version=$( [ $use_torch = 1 ] && /usr/bin/python3 -c 'import torch; print(torch.__version__)' || echo none)
-/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" "$load_before" "$load_after" "$conv_algorithm" <<'PY'
+/usr/bin/python3 - "$out" "$runs" "$threads" "$n_val" "$machine" "$torch_version" "$cache_epochs" "$load_before" "$load_after" "$conv_algorithm" "$n_user" <<'PY'
 import statistics, sys, time
-path, runs, threads, n_val, machine, torch_version, cache_epochs, load_before, load_after, conv_algorithm = sys.argv[1:]
+path, runs, threads, n_val, machine, torch_version, cache_epochs, load_before, load_after, conv_algorithm, n_user = sys.argv[1:]
+n_user = int(n_user)
 n_val = int(n_val)
 vals = {}
 for line in open(path):
@@ -271,6 +337,20 @@ if "torch_predict_s" in med:
 if "ours_predict_w2_busiest" in med:
     print(f"2 workers: the busiest of the 3 processes predicted {med['ours_predict_w2_busiest']:.0f} "
           f"of {n_val} images (an even split is {-(-n_val // 3)})")
+if "ours_user_default_s" in med:
+    # issue 14: a user's own table, every setting at its default
+    line = (f"user table ({n_user} rows, CREATE TABLE AS), images/s: ours defaults "
+            f"{n_user / med['ours_user_default_s']:.1f} ({med['ours_user_default_workers']:.0f} workers planned), "
+            f"ours max_parallel_workers_per_gather = 0 {n_user / med['ours_user_w0_s']:.1f}")
+    if "torch_user_b1_s" in med:
+        b1 = n_user / med["torch_user_b1_s"]
+        line += (f"; torch batch 1 {b1:.1f}, batch 32 {n_user / med['torch_user_b32_s']:.1f}; "
+                 f"ours / torch batch 1: defaults {n_user / med['ours_user_default_s'] / b1:.2f}x, "
+                 f"0 workers {n_user / med['ours_user_w0_s'] / b1:.2f}x")
+    print(line)
+if "ours_first_ms" in med:
+    print(f"first tl_predict of a connection {med['ours_first_ms']:.0f} ms, the next {med['ours_warm_ms']:.0f} ms "
+          f"(+{med['ours_first_ms'] - med['ours_warm_ms']:.0f} ms; medians of {len(vals['ours_first_ms'])} connections)")
 if "ours_fe_cached_s" in med:
     print(f"feature_extractor with cache_features => true: {cache_epochs} epochs "
           f"{med['ours_fe_cached_s']:.2f} s, 1 epoch {med['ours_fe_cached1_s']:.2f} s "

@@ -133,7 +133,8 @@ def train(mode, weights, root, threads, epochs):
     print("peak_rss_mib %.1f" % peak_rss_mib())
 
 
-def evaluate(weights, root, threads):
+def eval_setup(weights, root, threads):
+    """The eval model on THREADS threads, the eval transform and the val files' bytes."""
     torch.set_num_threads(threads)
     sd = read_safetensors(weights)
     model = resnet18(num_classes=sd["fc.weight"].shape[0])
@@ -149,6 +150,11 @@ def evaluate(weights, root, threads):
                 continue
             with open(os.path.join(d, f), "rb") as fh:
                 files.append(fh.read())
+    return model, tf, files
+
+
+def evaluate(weights, root, threads):
+    model, tf, files = eval_setup(weights, root, threads)
     with torch.no_grad():
         model(torch.zeros(1, 3, 224, 224))  # warm-up, like the SQL side's warm session
         t0 = time.perf_counter()

@@ -285,16 +285,17 @@ read_state_dict(int64 model_id, TlModelInfo *info, MemoryContext info_cxt, Memor
 }
 
 /*
- * Read a model's row into info (strings in info_cxt) and its tensors into
- * *view, a state dict whose keys and data are palloc'd in cxt: the data are
- * the detoasted values themselves, so the weights are copied once on their
- * way from the table to the network.  The view is only read by the core,
- * through const pointers, and never tl_sd_free'd; deleting cxt frees it.
- * (model_id, key) is the table's primary key, so keys are unique.
+ * Read a model's row into info (strings in info_cxt) and its tensors' keys
+ * and shapes into *view (palloc'd in cxt; every data pointer NULL), with
+ * each tensor's byte count checked against its shape but nothing
+ * detoasted.  Returns connected to SPI, SPI_tuptable holding the tensor
+ * rows in view's order: the caller copies their data (copy_tensor_into),
+ * then calls SPI_finish.  (model_id, key) is the table's primary key, so
+ * keys are unique.
  */
 static void
-read_state_dict_view(int64 model_id, TlModelInfo *info, MemoryContext info_cxt,
-					 MemoryContext cxt, tl_state_dict *view)
+read_tensor_shapes(int64 model_id, TlModelInfo *info, MemoryContext info_cxt,
+				   MemoryContext cxt, tl_state_dict *view)
 {
 	char	   *schema;
 
@@ -314,21 +315,35 @@ read_state_dict_view(int64 model_id, TlModelInfo *info, MemoryContext info_cxt,
 		tl_tensor  *t = &view->tensors[view->n];
 		char	   *key;
 		int64		numel;
-		Datum		raw = tensor_row(r, info, &key, &t->ndim, t->shape, &numel);
-		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-		bytea	   *data;
 
-		/* Our own 4-byte-header copy: aligned floats that outlive SPI_finish. */
-		data = DatumGetByteaPCopy(raw);
-		t->name = pstrdup(key);
-		MemoryContextSwitchTo(oldcxt);
-		t->data = (float *) VARDATA(data);
-#ifdef WORDS_BIGENDIAN
-		copy_floats(t->data, VARDATA(data), numel); /* in place, float by float */
-#endif
+		(void) tensor_row(r, info, &key, &t->ndim, t->shape, &numel);
+		t->name = MemoryContextStrdup(cxt, key);
+		t->data = NULL;
 		view->n++;
 	}
-	SPI_finish();
+}
+
+/*
+ * Copy row r's tensor (checked: key and shape match net) into net's
+ * parameter of that key, detoasting it into a temporary copy freed right
+ * away, so the next tensor's copy reuses the same memory.  Keys net has no
+ * parameter for (num_batches_tracked) are skipped.
+ */
+static void
+copy_tensor_into(tl_resnet *net, uint64 r, const char *key)
+{
+	bool		isnull;
+	Datum		raw = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3, &isnull);
+	int64_t		numel;
+	float	   *dst = tl_resnet_param(net, key, &numel);
+	bytea	   *data;
+
+	if (dst == NULL || isnull)
+		return;
+	data = DatumGetByteaPP(raw);
+	copy_floats(dst, VARDATA_ANY(data), numel);
+	if ((Pointer) data != DatumGetPointer(raw))
+		pfree(data);
 }
 
 /*
@@ -379,17 +394,20 @@ tl_store_load_network(int64 model_id, TlModelInfo *info)
 
 	if (!info)
 		info = &local;
-	/* The tensors live only until they are in the network; info's strings are the caller's. */
+	/* The keys and shapes live only until the network is loaded; info's strings are the caller's. */
 	view_cxt = AllocSetContextCreate(caller, "transfer model load", ALLOCSET_DEFAULT_SIZES);
-	read_state_dict_view(model_id, info, caller, view_cxt, &view);
+	read_tensor_shapes(model_id, info, caller, view_cxt, &view);
 
 	/*
-	 * The network the row describes, built once: tl_resnet_load_state_dict
-	 * checks every key and shape against it as strictly as
-	 * tl_resnet_check_state_dict, which would build (and zero) a second,
-	 * throwaway network of the same size.  The size comes from the row:
-	 * conv1 and fc must agree with it first, as the full check would require;
-	 * if they don't, the full check names the problem.
+	 * The network the row describes, built once: the keys and shapes are
+	 * checked against it as strictly as tl_resnet_check_state_dict would,
+	 * which would build (and zero) a second, throwaway network of the same
+	 * size.  The size comes from the row: conv1 and fc must agree with it
+	 * first, as the full check would require; if they don't, the full check
+	 * names the problem.  Then each tensor is detoasted and copied straight
+	 * into the network, one at a time: the weights are copied once on their
+	 * way from the table, and the temporary copies reuse the same memory
+	 * (fresh memory is most of a first call's time).
 	 */
 	conv1 = tl_sd_find(&view, "conv1.weight");
 	fc = tl_sd_find(&view, "fc.weight");
@@ -407,11 +425,23 @@ tl_store_load_network(int64 model_id, TlModelInfo *info)
 	net = tl_resnet_new(&cfg, &err);
 	if (net == NULL)
 		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
-	if (tl_resnet_load_state_dict(net, &view, 0, &err) != TL_OK)
+	if (tl_resnet_validate_state_dict(net, &view, 0, &err) != TL_OK)
 	{
 		tl_resnet_free(net);
 		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
 	}
+	PG_TRY();
+	{
+		for (int r = 0; r < view.n; r++)
+			copy_tensor_into(net, (uint64) r, view.tensors[r].name);
+	}
+	PG_CATCH();
+	{
+		tl_resnet_free(net);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	SPI_finish();
 	MemoryContextDelete(view_cxt);
 	return net;
 }

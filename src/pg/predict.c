@@ -29,6 +29,7 @@
 #include "model_cache.h"
 #include "predict.h"
 #include "pg_error.h"
+#include "predict_threads.h"
 #include "image/tl_image.h"
 #include "source.h"
 #include "transfer_pg.h"
@@ -108,14 +109,13 @@ prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image)
 	tl_pg_raise(&err, "could not decode image");
 }
 
-/* Forward pass + softmax into m->probs, with this process's thread setting. */
+/* Forward pass + softmax into m->probs, with transfer.predict_threads threads. */
 static void
 run_model(tl_cached_model *m)
 {
 	tl_error	err;
 
-	if (tl_get_num_threads() != tl_guc_blas_threads)
-		tl_set_num_threads(tl_guc_blas_threads);
+	tl_predict_use_threads();
 	tl_error_clear(&err);
 	if (tl_resnet_predict(m->net, m->input, 1, m->probs, &err) != TL_OK)
 		tl_pg_raise(&err, psprintf("predicting with model \"%s\"", m->name));
@@ -524,8 +524,7 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			if ((Pointer) img != DatumGetPointer(imgd))
 				pfree(img);
 
-			if (tl_get_num_threads() != tl_guc_blas_threads)
-				tl_set_num_threads(tl_guc_blas_threads);
+			tl_predict_use_threads();
 			res.preds = &pred;
 			tl_error_clear(&err);
 			if (tl_resnet_eval_step(m->net, m->input, &label_index, 1, &res, &err) != TL_OK)

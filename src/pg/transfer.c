@@ -19,6 +19,7 @@ PG_MODULE_MAGIC;
 /* Settings, defined here so there is one list of them. */
 int			tl_guc_max_image_pixels = (int) TL_DEFAULT_MAX_PIXELS;
 int			tl_guc_blas_threads = 1;
+int			tl_guc_predict_threads = 0;
 int			tl_guc_max_image_file_size = 64 * 1024;	/* kB */
 int			tl_guc_model_cache_size = 2;
 int			tl_guc_train_threads = 2;
@@ -67,12 +68,22 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.blas_threads",
-							"Compute threads used by this process for training and prediction.",
-							"Keep at 1 in ordinary backends so parallel workers do not "
-							"oversubscribe the CPU; training workers use transfer.train_threads.",
+							"Compute threads used by this process for prediction, when above 1 and transfer.predict_threads is 0.",
+							"Kept for compatibility: transfer.predict_threads (default 0, automatic) "
+							"decides otherwise; training workers use transfer.train_threads.",
 							&tl_guc_blas_threads,
 							1, 1, 64,
 							PGC_USERSET, 0, NULL, assign_blas_threads, NULL);
+
+	DefineCustomIntVariable("transfer.predict_threads",
+							"Compute threads of one prediction call (tl_predict and friends, tl_evaluate).",
+							"0 (the default) chooses: the number of CPUs this process may run on, "
+							"at most 4, in a query without parallel workers; 1 in parallel workers "
+							"and in the leader of a parallel query, so workers times threads stay "
+							"within the cores.  A positive value is used as is everywhere.",
+							&tl_guc_predict_threads,
+							0, 0, 64,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.model_cache_size",
 							"Models each process keeps loaded for prediction.",

@@ -5,6 +5,7 @@
 /* Settings (transfer.c). */
 extern int	tl_guc_max_image_pixels;
 extern int	tl_guc_blas_threads;
+extern int	tl_guc_predict_threads;	/* 0 = auto (predict_threads.c) */
 extern int	tl_guc_max_image_file_size;	/* kB */
 extern int	tl_guc_model_cache_size;
 extern int	tl_guc_train_threads;

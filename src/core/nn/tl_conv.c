@@ -266,9 +266,9 @@ tl_col2im(const float *cols, float *dx, const tl_conv_shape *s, bool accumulate)
 /* ---- forward ---- */
 
 static bool
-split_rows(int64_t P)
+split_rows(int64_t P, int parts)
 {
-	return P >= (int64_t) MIN_ROWS_PER_THREAD * tl_get_num_threads();
+	return P >= (int64_t) MIN_ROWS_PER_THREAD * parts;
 }
 
 /* Thread `chunk` of `parts`: its rows, im2col + GEMM block by block. */
@@ -330,14 +330,15 @@ forward_cols(void *p, int64_t begin, int64_t end, int chunk)
 }
 
 void
-tl_conv_forward(float *y, const float *x, const float *w, float *ws, const tl_conv_shape *s)
+tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws, const tl_conv_shape *s,
+					  int parts)
 {
 	const int64_t P = (int64_t) s->n * s->oh * s->ow;
 	conv_job	j = {.s = s, .x = x, .w = w, .y = y, .ws = ws};
 
 	tl_blas_single_threaded();
-	j.parts = tl_get_num_threads();
-	if (split_rows(P))
+	j.parts = parts < 1 ? 1 : parts;
+	if (split_rows(P, j.parts))
 		tl_parallel_for(j.parts, 1, forward_rows, &j);
 	else
 	{
@@ -345,6 +346,12 @@ tl_conv_forward(float *y, const float *x, const float *w, float *ws, const tl_co
 			tl_im2col(x, ws, s);
 		tl_parallel_for(j.parts, 1, forward_cols, &j);
 	}
+}
+
+void
+tl_conv_forward(float *y, const float *x, const float *w, float *ws, const tl_conv_shape *s)
+{
+	tl_conv_forward_parts(y, x, w, ws, s, tl_get_num_threads());
 }
 
 /* ---- backward ---- */
@@ -490,7 +497,7 @@ dgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 		int64_t		b,
 					e;
 
-		if (split_rows(P))
+		if (split_rows(P, j->parts))
 		{
 			split(P, j->parts, (int) t, &b, &e);
 			if (e > b)

@@ -28,6 +28,11 @@
 /* Keep OpenBLAS on the calling thread (once per process; cheap to repeat). */
 void		tl_blas_single_threaded(void);
 
+/* ---- large buffers (tl_memory.c) ---- */
+
+/* 64-byte aligned, on transparent huge pages when large; NULL if out of memory; free() it. */
+void	   *tl_alloc_large(size_t bytes);
+
 /* ---- convolution (tl_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape
@@ -60,6 +65,15 @@ void		tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k);
 /* y (n*oh*ow x oc) = cols(x) * Wp^T, Wp packed (oc x k*k*c). */
 void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
+/*
+ * The same, its GEMMs split into `parts` slices (rows, or output columns for
+ * small n*oh*ow) run on the pool whatever the thread count: OpenBLAS rounds
+ * differently for different GEMM shapes, so a fixed split gives bitwise the
+ * same y with any number of threads.  tl_conv_forward splits by the thread
+ * count.
+ */
+void		tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws,
+								  const tl_conv_shape *s, int parts);
 
 /*
  * The weight gradient sums n*oh*ow products per element.  With P large it is

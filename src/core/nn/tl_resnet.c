@@ -193,14 +193,13 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 		tl_fail(err, TL_E_INTERNAL, "network layout exceeds its table");
 		return NULL;
 	}
-	net->params = aligned_alloc(64, (size_t) net->nparams_total * sizeof(float));
-	/* C11 aligned_alloc: the size must be a multiple of the alignment */
+	net->params = tl_alloc_large((size_t) net->nparams_total * sizeof(float));
 	/*
 	 * Both weight layouts are reserved, but only the pages of the algorithm in
 	 * use are ever touched (and so resident).
 	 */
-	net->wpack = aligned_alloc(64, (size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
-	net->wino = aligned_alloc(64, (size_t) ((net->wino_total + 16) & ~(int64_t) 15) * sizeof(float));
+	net->wpack = tl_alloc_large((size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
+	net->wino = tl_alloc_large((size_t) ((net->wino_total + 16) & ~(int64_t) 15) * sizeof(float));
 	if (!net->params || !net->wpack || !net->wino)
 	{
 		tl_fail(err, TL_E_NOMEM, "out of memory for %lld parameters",
@@ -389,6 +388,13 @@ tl_resnet_check_state_dict(const tl_state_dict *sd, tl_resnet_config *cfg, tl_er
 	if (rc == TL_OK && cfg)
 		*cfg = c;
 	return rc;
+}
+
+tl_code
+tl_resnet_validate_state_dict(const tl_resnet *net, const tl_state_dict *sd, unsigned flags,
+							  tl_error *err)
+{
+	return validate_against(net, sd, (flags & TL_LOAD_SKIP_FC) != 0, err);
 }
 
 tl_code

@@ -112,6 +112,13 @@ tl_code		tl_resnet_check_state_dict(const tl_state_dict *sd, tl_resnet_config *c
 #define TL_LOAD_SKIP_FC 0x1		/* load the backbone only; fc.* is ignored */
 tl_code		tl_resnet_load_state_dict(tl_resnet *net, const tl_state_dict *sd,
 									  unsigned flags, tl_error *err);
+/*
+ * The checks of tl_resnet_load_state_dict alone (keys and shapes against
+ * net, as strict; tensor data is not read and may be NULL), for callers that
+ * then copy each tensor into tl_resnet_param() themselves.
+ */
+tl_code		tl_resnet_validate_state_dict(const tl_resnet *net, const tl_state_dict *sd,
+										  unsigned flags, tl_error *err);
 /* A copy of every parameter and buffer, in torchvision's key order. */
 tl_state_dict *tl_resnet_state_dict(const tl_resnet *net, tl_error *err);
 

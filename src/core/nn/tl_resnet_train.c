@@ -231,7 +231,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 	if (a.used > TL_MAX_PLAN_BYTES)
 		return tl_fail(err, TL_E_LIMIT, "the plan needs %lld bytes, more than the limit of %lld",
 					   (long long) a.used, (long long) TL_MAX_PLAN_BYTES);
-	net->arena = aligned_alloc(64, (size_t) a.used);
+	net->arena = tl_alloc_large((size_t) a.used);
 	if (!net->arena)
 		return tl_fail(err, TL_E_NOMEM, "out of memory planning %lld bytes of activations",
 					   (long long) a.used);
@@ -241,7 +241,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		net->grads_total = net->nparams_total;
 	else
 		net->grads_total = net->nparams_total - net->entries[net->fc_weight].offset;
-	net->grads = aligned_alloc(64, (size_t) ((net->grads_total + 15) & ~(int64_t) 15) * sizeof(float));
+	net->grads = tl_alloc_large((size_t) ((net->grads_total + 15) & ~(int64_t) 15) * sizeof(float));
 	if (!net->grads)
 	{
 		free(net->arena);
@@ -339,12 +339,24 @@ pack_conv(tl_resnet *net, const tl_conv_layer *conv)
 							 conv->cout, conv->cin, conv->k);
 }
 
+/*
+ * Eval forwards split each im2col GEMM into this many slices whatever the
+ * thread count, so a prediction is bitwise the same with any number of
+ * threads (a serial query uses several, each process of a parallel query
+ * one).  2 is the split 2 threads have always used: the parity-tested one.
+ * Train forwards keep splitting by the thread count (a run is reproducible
+ * for its recorded thread count).
+ */
+#define TL_EVAL_CONV_PARTS 2
+
 static void
 conv_forward(tl_resnet *net, const tl_conv_layer *conv, float *y, const float *x,
-			 const tl_conv_shape *s)
+			 const tl_conv_shape *s, bool train)
 {
 	if (conv_is_winograd(net, conv))
 		tl_winograd_forward(y, x, net->wino + conv->wino, net->ws, s);
+	else if (!train)
+		tl_conv_forward_parts(y, x, conv_weight(net, conv), net->ws, s, TL_EVAL_CONV_PARTS);
 	else
 		tl_conv_forward(y, x, conv_weight(net, conv), net->ws, s);
 }
@@ -421,7 +433,7 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 	memcpy(net->x_in, x, (size_t) act(n, net->height, net->width, 3) * sizeof(float));
 
 	s = conv_shape(&net->conv1, n, net->height, net->width);
-	conv_forward(net, &net->conv1, net->z0, net->x_in, &s);
+	conv_forward(net, &net->conv1, net->z0, net->x_in, &s, train);
 	bn_forward(net, &net->bn1, net->a0, net->z0, NULL, true, act(n, s.oh, s.ow, 1), train);
 	tl_maxpool_forward(net->m0, net->argmax0, net->a0, n, net->h1, net->w1,
 					   net->cfg.base_width, 3, 2, 1, net->hp, net->wp);
@@ -433,14 +445,14 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 		const float *identity = cur;
 
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
-		conv_forward(net, &blk->conv1, blk->z1, cur, &s);
+		conv_forward(net, &blk->conv1, blk->z1, cur, &s, train);
 		bn_forward(net, &blk->bn1, blk->a1, blk->z1, NULL, true, rows, train);
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
-		conv_forward(net, &blk->conv2, blk->z2, blk->a1, &s);
+		conv_forward(net, &blk->conv2, blk->z2, blk->a1, &s, train);
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
-			conv_forward(net, &blk->ds_conv, blk->zd, cur, &s);
+			conv_forward(net, &blk->ds_conv, blk->zd, cur, &s, train);
 			bn_forward(net, &blk->ds_bn, blk->dn, blk->zd, NULL, false, rows, train);
 			identity = blk->dn;
 		}

@@ -149,3 +149,10 @@ CREATE POLICY tl_runs_delete ON @extschema@.tl_runs FOR DELETE
 REVOKE UPDATE ON @extschema@.tl_runs FROM PUBLIC;
 GRANT UPDATE (dataset, mode, args, status, pid, created, started, finished, epochs_done,
 			  best_val_acc, best_epoch, model_id, error, resumes) ON @extschema@.tl_runs TO PUBLIC;
+-- ---- predict threads (issue 14) ----
+CREATE FUNCTION @extschema@.tl_predict_threads() RETURNS integer
+AS 'MODULE_PATHNAME', 'tl_predict_threads'
+LANGUAGE C VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.tl_predict_threads() IS
+	'Compute threads a prediction in this process would use now: transfer.predict_threads, or its automatic choice (1 inside a parallel query).';
