@@ -5,6 +5,9 @@
 #
 #   scripts/test.sh              everything
 #   TL_SKIP_SANITIZE=1 scripts/test.sh   skip the ASan/UBSan unit-test pass
+#   scripts/test.sh test/t/soak.sh test/pgtap/errors.sql
+#                                only the named scripted or pgTAP tests, on a
+#                                fresh build and cluster (for development)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pgcluster.sh
@@ -39,8 +42,11 @@ suite() {			# suite NAME CMD...: run one suite, count it
 	fi
 }
 
-suite "unit" make -s unittest
-if [ -z "${TL_SKIP_SANITIZE:-}" ]; then
+only=("$@")
+if [ ${#only[@]} -eq 0 ]; then
+	suite "unit" make -s unittest
+fi
+if [ ${#only[@]} -eq 0 ] && [ -z "${TL_SKIP_SANITIZE:-}" ]; then
 	suite "unit (ASan+UBSan)" make -s unittest SANITIZE=1
 fi
 
@@ -48,7 +54,7 @@ if ! tl_build_install; then
 	echo "build failed"; echo "suites: $passed passed, $((failed + 1)) failed"; exit 1
 fi
 # The layering rules of docs/architecture.md, on the objects just built.
-suite "layering" scripts/check-layering.sh
+[ ${#only[@]} -eq 0 ] && suite "layering" scripts/check-layering.sh
 
 CLUSTER=$TL_REPO/build/test-cluster
 trap 'tl_cluster_stop "$CLUSTER"' EXIT
@@ -69,6 +75,20 @@ export TL_TEST_FIXTURES=$TL_REPO/build/test-data/fixtures
 rm -rf "$TL_TEST_FIXTURES" && mkdir -p "$TL_TEST_FIXTURES" &&
 	cp -r test/fixtures/predict test/fixtures/image "$TL_TEST_FIXTURES" && chmod -R a+rX "$TL_REPO/build/test-data" ||
 	tl_log "could not prepare $TL_TEST_FIXTURES; prediction tests will fail"
+
+if [ ${#only[@]} -gt 0 ]; then
+	for t in "${only[@]}"; do
+		case $t in
+			*.sql) suite "$t" bash -c 'dropdb --if-exists transfer_tap && createdb transfer_tap &&
+				psql -X -q -d transfer_tap -c "CREATE EXTENSION pgtap; CREATE EXTENSION transfer;" &&
+				pg_prove -d transfer_tap "$1"' _ "$t" ;;
+			*) suite "$t" prove -f --exec bash "$t" ;;
+		esac
+	done
+	echo "suites: $passed passed, $failed failed"
+	[ $failed -eq 0 ]
+	exit
+fi
 
 regress() {
 	rm -rf results regression.diffs regression.out
