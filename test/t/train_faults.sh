@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 db=tl_train_faults
 . test/t/train_lib.bash
 
-echo "1..34"
+echo "1..35"
 
 dropdb --if-exists "$db" >/dev/null 2>&1
 createdb "$db" && q -c 'CREATE EXTENSION transfer' \
@@ -90,6 +90,10 @@ ok $? "server restarted with -m immediate"
 is "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'transfer training worker'")" 0 \
 	"no worker came back by itself (BGW_NEVER_RESTART)"
 is "$(q -c "SELECT tl_run_status($run)")" "interrupted" "the run is interrupted"
+# The sequence resumes past the values it had logged ahead (docs/training.md):
+# the next id may jump, but is larger than every run's and unused.
+next=$(q -c "SELECT nextval('tl_runs_id_seq')")
+is "$(q -c "SELECT $next > max(id) AND $next > $run FROM tl_runs")" t "the next run id after the restart ($next) is larger than every run's"
 q -c "SELECT tl_resume($run)" >/dev/null
 ok $? "tl_resume starts it again in the background"
 is "$(q -c "SELECT tl_wait($run, '5 min')")" "succeeded" "and it succeeds"
