@@ -73,13 +73,16 @@ is_image_error(tl_code code)
 		code == TL_E_LIMIT || code == TL_E_INVALID;
 }
 
+#define PREDICT_HINT "Use tl_try_predict to skip images that can't be decoded (it returns NULL for them)."
+
 /*
  * Decode img and apply the model's eval transform into m->input.  Returns
  * false (after a DEBUG1 message) for an unusable image when skip_bad_image,
- * otherwise raises the image core's error.
+ * otherwise raises the image core's error with bad_image_hint.
  */
 static bool
-prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image)
+prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image,
+			  const char *bad_image_hint)
 {
 	tl_image	image = {0};
 	tl_error	err;
@@ -105,7 +108,7 @@ prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image)
 		ereport(ERROR,
 				(errcode(tl_pg_sqlstate(err.code)),
 				 errmsg("could not decode image: %s", err.message),
-				 errhint("Use tl_try_predict to skip images that can't be decoded (it returns NULL for them).")));
+				 errhint("%s", bad_image_hint)));
 	tl_pg_raise(&err, "could not decode image");
 }
 
@@ -173,7 +176,7 @@ predict_common(FunctionCallInfo fcinfo, bool skip_bad_image)
 	text	   *result;
 
 	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
-	if (prepare_input(m, img, skip_bad_image))
+	if (prepare_input(m, img, skip_bad_image, PREDICT_HINT))
 	{
 		run_model(m);
 		result = cstring_to_text(m->classes[argmax(m->probs, m->num_classes)]);
@@ -212,7 +215,7 @@ tl_predict_proba(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
-	prepare_input(m, img, false);
+	prepare_input(m, img, false, PREDICT_HINT);
 	run_model(m);
 
 	initStringInfo(&buf);
@@ -264,7 +267,7 @@ topk_compute(FunctionCallInfo fcinfo)
 				 errmsg("k must be at least 1, not %d", k)));
 	/* not extension_schema(): fn_extra holds the SRF's FuncCallContext */
 	m = tl_model_cache_get(model_arg(fcinfo, 2), get_func_namespace(fcinfo->flinfo->fn_oid));
-	prepare_input(m, img, false);
+	prepare_input(m, img, false, PREDICT_HINT);
 	run_model(m);
 
 	/* Partial selection sort: k is small; ties keep the lower class index. */
@@ -513,7 +516,8 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			img = DatumGetByteaPP(imgd);
 			PG_TRY();
 			{
-				prepare_input(m, img, false);
+				prepare_input(m, img, false,
+							  "Delete the image or correct its bytes: tl_evaluate counts every image of the split.");
 			}
 			PG_CATCH();
 			{
@@ -655,5 +659,5 @@ tl_predict_model_arg(FunctionCallInfo fcinfo, int argno)
 void
 tl_predict_prepare_input(tl_cached_model *m, const bytea *img)
 {
-	prepare_input(m, img, false);
+	prepare_input(m, img, false, PREDICT_HINT);
 }

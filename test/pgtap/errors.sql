@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(53);
+SELECT plan(55);
 
 -- caught(q): the SQLSTATE, hint and detail of the error q raises (NULLs
 -- when none).  err(q): 'SQLSTATE hint' or 'SQLSTATE no hint', or 'no error';
@@ -154,6 +154,11 @@ SELECT matches(pg_temp.hint($$SELECT name, tl_predict(img, 'e_model') FROM tl_im
 	'tl_try_predict', 'the hint also comes over a table scan');
 SELECT is((SELECT count(*)::int FROM tl_images WHERE dataset = 'e_bad' AND tl_try_predict(img, 'e_model') IS NULL),
 	1, 'tl_try_predict skips the image tl_predict fails on');
+-- tl_evaluate can't skip an image, so its hint must not send users to tl_try_predict
+SELECT is(pg_temp.err($$SELECT tl_evaluate('e_model', 'e_bad', 'train')$$),
+	'22P03 hint', 'tl_evaluate: corrupt image with a hint');
+SELECT doesnt_match(pg_temp.hint($$SELECT tl_evaluate('e_model', 'e_bad', 'train')$$),
+	'tl_try_predict', 'tl_evaluate''s decode hint does not name tl_try_predict');
 
 -- ---- tl_deploy(NULL) is an error, not a silent "undeploy"
 SELECT is(pg_temp.err($$SELECT tl_deploy(NULL)$$), '22004 hint', 'tl_deploy(NULL): 22004 with a hint');
