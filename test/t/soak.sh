@@ -28,9 +28,9 @@ deploy_every=${TL_SOAK_DEPLOY_EVERY:-2}
 # Long enough for the restart to land mid-run and for the load to overlap
 # the second run, short enough to stay far below the 300 s bound.
 ARGS="batch_size => 5, base_model => 'predict_a', image_size => 32"
-epochs=${TL_SOAK_EPOCHS:-60}
+epochs=${TL_SOAK_EPOCHS:-90}
 
-echo "1..18"
+echo "1..19"
 log=$TL_CLUSTER/server.log
 log_start=$(stat -c %s "$log" 2>/dev/null || echo 0)
 rm -rf "$work" && mkdir -p "$work"
@@ -75,9 +75,9 @@ ok $? "the two models predict differently ($differ of 25 images)"
 # client N: one session at a time, each statement preceded by a check of the
 # stop file (psql reads the next lines only when it gets to them, so a full
 # pipe of queued statements does not delay the stop).  Every fourth statement
-# evaluates, the others predict; every row carries the deployed model read in
-# the same statement and the postmaster's start time (before or after the
-# restart).  Half the clients allow parallel plans, half cache one model.
+# evaluates, the others predict; every row carries its statement, the
+# deployed model read in the same statement and the postmaster's start time
+# (before or after the restart).  Half the clients allow parallel plans, half cache one model.
 client() {
 	local n=$1 s=0 start rc
 	while [ ! -e "$work/stop" ]; do
@@ -94,10 +94,10 @@ client() {
 				echo '\q'
 				echo '\endif'
 				if [ $((i % 4)) = 0 ]; then
-					echo "SELECT 'E', $n, d.model_name, pg_postmaster_start_time(), tl_evaluate(d.model_name, 'psynth')
+					echo "SELECT 'E', $n, '$s.$i', d.model_name, pg_postmaster_start_time(), tl_evaluate(d.model_name, 'psynth')
 						FROM (SELECT model_name FROM tl_deployments ORDER BY id DESC LIMIT 1) d;"
 				else
-					echo "SELECT 'P', $n, d.model_name, pg_postmaster_start_time(), i.id, tl_predict(i.img),
+					echo "SELECT 'P', $n, '$s.$i', d.model_name, pg_postmaster_start_time(), i.id, tl_predict(i.img),
 							tl_predict_proba(i.img)
 						FROM tl_images i, (SELECT model_name FROM tl_deployments ORDER BY id DESC LIMIT 1) d
 						WHERE i.dataset = 'psynth';"
@@ -157,21 +157,25 @@ done
 deployer & bg_pids+=($!)
 
 # the restart in the middle: once run 1 has finished two epochs and either
-# 15 s of load have passed or half of its epochs are done, so that it is
-# interrupted mid-run however fast this machine trains
+# 15 s of load have passed or a third of its epochs are done, so that it is
+# interrupted mid-run however fast this machine trains.  Polled inside one
+# statement (each loop step sees a new snapshot): a new connection per poll
+# can take seconds under this load, long enough for the run to finish.
 for ((i = 0; i < 600; i++)); do [ -s "$work/runs" ] && break; sleep 0.1; done
 run1=$(head -n 1 "$work/runs" 2>/dev/null)
-for ((i = 0; i < 900; i++)); do
-	[ "$(q -c "SELECT status NOT IN ('queued', 'running') OR (epochs_done >= 2
-		AND ($((SECONDS - t0)) >= 15 OR epochs_done >= $epochs / 2)) FROM tl_runs WHERE id = ${run1:-0}")" = t ] && break
-	sleep 0.1
-done
-before=$(q -c "SELECT status || ' with ' || epochs_done || ' of $epochs epochs done' FROM tl_runs WHERE id = ${run1:-0}")
+before=$(q -c "DO \$\$ DECLARE t0 timestamptz := clock_timestamp() - interval '$((SECONDS - t0)) s'; BEGIN
+	WHILE clock_timestamp() < t0 + interval '90 s' AND NOT EXISTS (SELECT FROM tl_runs WHERE id = ${run1:-0}
+		AND (status NOT IN ('queued', 'running') OR (epochs_done >= 2
+			 AND (clock_timestamp() >= t0 + interval '15 s' OR epochs_done >= $epochs / 3)))) LOOP
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END \$\$" -c "SELECT status || ' with ' || epochs_done || ' of $epochs epochs done' FROM tl_runs WHERE id = ${run1:-0}")
 restart_begin=$(now)
+load_before=$((SECONDS - t0))
 tl_as_server pg_ctl -D "$TL_CLUSTER/data" -l "$log" -m immediate -w -t 60 restart >"$work/restart.out" 2>&1
 server_up || { echo "Bail out! the server did not come back after the restart"; exit 1; }
 restart_end=$(now)
-echo "# restart after $((SECONDS - t0)) s of load, run $run1 was $before; took $(awk "BEGIN { printf \"%.1f\", $restart_end - $restart_begin }") s"
+echo "# restart after $load_before s of load, run $run1 was $before; took $(awk "BEGIN { printf \"%.1f\", $restart_end - $restart_begin }") s"
 ok 0 "pg_ctl restart -m immediate in the middle of the load; the server is back"
 
 t_restart=$SECONDS
@@ -220,7 +224,7 @@ is "$bad_runs" "" "the interrupted run ended succeeded after tl_resume (or faile
 # restart, psql stopped on an error (exit status 2: connection lost while
 # idle or connecting, 3: while a statement ran) and every line it printed is
 # about the lost or refused connection.
-conn_lost='^(psql: error: )?(connection to server .*failed: .*|WARNING:  terminating connection due to immediate shutdown command|FATAL:  the database system is (shutting down|starting up|not yet accepting connections|in recovery mode)|server closed the connection unexpectedly|	This probably means the server terminated abnormally|	before or while processing the request\.|connection to server was lost|	Is the server running locally and accepting connections on that socket\?|DETAIL:  Consistent recovery state has not been yet reached\.)$'
+conn_lost='^(psql: error: )?(connection to server .*failed: .*|WARNING:  terminating connection due to immediate shutdown command|FATAL:  the database system is (shutting down|starting up|not yet accepting connections|in recovery mode)|server closed the connection unexpectedly|	This probably means the server terminated abnormally|	before or while processing the request\.|connection to server was lost|no connection to the server|could not (send|receive) data (to|from) server: .*|	Is the server running locally and accepting connections on that socket\?|DETAIL:  Consistent recovery state has not been yet reached\.)$'
 expected=0
 unexpected=0
 : >"$work/unexpected"
@@ -243,15 +247,18 @@ is "$unexpected" 0 "no client, deploy or training call had an error other than t
 grep -h '^P|' "$work"/client*.out | cut -d'|' -f2- | tr '|' '\t' >"$work/predictions.tsv"
 grep -h '^E|' "$work"/client*.out | cut -d'|' -f2- | tr '|' '\t' >"$work/evaluations.tsv"
 psql -X -q -d "$db" -v ON_ERROR_STOP=1 \
-	-c "CREATE TABLE soak_seen (client int, model text, postmaster timestamptz, id bigint, class text, proba jsonb)" \
-	-c "CREATE TABLE soak_seen_eval (client int, model text, postmaster timestamptz, eval jsonb)" \
+	-c "CREATE TABLE soak_seen (client int, stmt text, model text, postmaster timestamptz, id bigint, class text, proba jsonb)" \
+	-c "CREATE TABLE soak_seen_eval (client int, stmt text, model text, postmaster timestamptz, eval jsonb)" \
 	-c "\\copy soak_seen FROM '$work/predictions.tsv'" \
-	-c "\\copy soak_seen_eval FROM '$work/evaluations.tsv'"
+	-c "\\copy soak_seen_eval FROM '$work/evaluations.tsv'" &&
+	[ -s "$work/predictions.tsv" ] && [ -s "$work/evaluations.tsv" ]
 ok $? "the clients' answers load ($(wc -l <"$work/predictions.tsv") predictions, $(wc -l <"$work/evaluations.tsv") evaluations)"
 is "$(q -c "SELECT count(DISTINCT client) FILTER (WHERE postmaster < '$(cat "$work/new_start")')
 		|| ' ' || count(DISTINCT client) FILTER (WHERE postmaster = '$(cat "$work/new_start")')
 		|| ' ' || count(DISTINCT model) FROM soak_seen")" "$clients $clients 2" \
 	"every client predicted before and after the restart, and saw both models deployed"
+is "$(q -c "SELECT count(*) FROM (SELECT FROM soak_seen GROUP BY client, stmt HAVING count(*) <> 25) c")" 0 \
+	"every prediction statement returned all 25 images"
 is "$(q -c "SELECT count(*) FROM soak_seen s WHERE NOT EXISTS
 		(SELECT FROM soak_ref r WHERE r.id = s.id AND r.class = s.class AND r.proba = s.proba)")" 0 \
 	"every prediction and probability equals what one of the two models gives alone"
