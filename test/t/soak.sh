@@ -149,12 +149,17 @@ trainer() {
 	done
 }
 
+# the clients and the deployer first; training once every client has answered
 t0=$SECONDS
-trainer & bg_pids+=($!)
 for n in $(seq 1 $clients); do
 	client "$n" & bg_pids+=($!)
 done
 deployer & bg_pids+=($!)
+for ((i = 0; i < 600; i++)); do
+	[ "$(cat "$work"/client*.out 2>/dev/null | cut -d'|' -f2 | sort -u | wc -l)" = $clients ] && break
+	sleep 0.1
+done
+trainer & bg_pids+=($!)
 
 # the restart in the middle: once run 1 has finished two epochs and either
 # 15 s of load have passed or a third of its epochs are done, so that it is
