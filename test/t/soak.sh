@@ -127,14 +127,16 @@ deployer() {
 # trainer: run 1, and when it has ended (succeeded, or interrupted by the
 # restart), run 2; the ids go to $work/runs
 trainer() {
-	local r run status start
+	local r run status start rc k=0
 	for r in 1 2; do
 		run=
 		while [ -z "$run" ] && [ ! -e "$work/stop" ]; do
+			k=$((k + 1))
 			start=$(now)
 			run=$(psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" -c "SELECT tl_train('finetune', 'soak', $ARGS,
-				epochs => $epochs, model_name => 'soak_run$r', seed => $r)" 2>"$work/train.$r.err")
-			echo "train.$r $start $(now) $?" >>"$work/sessions"
+				epochs => $epochs, model_name => 'soak_run$r', seed => $r)" 2>"$work/train.$k.err")
+			rc=$?
+			echo "train.$k $start $(now) $rc" >>"$work/sessions"
 			[ -n "$run" ] || sleep 0.2
 		done
 		[ -n "$run" ] || return
