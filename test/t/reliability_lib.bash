@@ -12,6 +12,8 @@
 #                           makes the postmaster end every session, while its
 #                           start time stays the same), and the server log
 #                           written since the start has no crash report
+#   crash_log_lines LOG OFFSET  the crash reports LOG has after byte OFFSET
+#                           (at most 5 lines; none for a clean run)
 
 . "$(dirname "${BASH_SOURCE[0]}")/tap.bash"
 q() { tl_psql -At "$@"; }
@@ -47,8 +49,13 @@ crash_watch_check() {
 		"$what: the postmaster start time is unchanged"
 	is "$(q -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$watch_app'" 2>&1)" \
 		"${watch_sentinel_pid:-none}" "$what: a session open all along is still there (no backend crashed)"
-	crashes=$(tail -c +$((watch_log_size + 1)) "$watch_log" |
-		grep -E 'terminated by signal|server process .* was terminated|terminating any other active server processes|all server processes terminated' | head -n 5)
+	crashes=$(crash_log_lines "$watch_log" "$watch_log_size")
 	is "$crashes" "" "$what: the server log has no crash report"
 	crash_watch_stop
+}
+
+crash_log_lines() {
+	tail -c +$(($2 + 1)) "$1" |
+		grep -E 'terminated by signal|server process .* was terminated|terminating any other active server processes|all server processes terminated|was terminated by|PANIC:|TRAP:' |
+		head -n 5
 }
