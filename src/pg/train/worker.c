@@ -6,7 +6,7 @@
  * advisory lock (its "alive" mark, see runs.c), waits for the launching
  * transaction, then:
  *   - reads the dataset's train and val images in one snapshot, as that role,
- *     and decodes each once for the whole run;
+ *     and keeps their compressed bytes (each batch decodes its images);
  *   - builds the network (base model or torchvision init, new fc);
  *   - per epoch: shuffled train phase with train transforms and an SGD step
  *     per batch, then the val phase in eval mode; each phase's loss and
@@ -48,9 +48,8 @@
 static void
 free_state(void)
 {
-	if (W.images)
-		for (int i = 0; i < W.n_images; i++)
-			tl_image_free(&W.images[i]);
+	if (W.images_cxt)
+		MemoryContextDelete(W.images_cxt);
 	tl_sgd_free(W.opt);
 	tl_resnet_free(W.net);
 	tl_sd_free(W.best);
@@ -204,7 +203,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * Max(ck.n_train + ck.n_val, 1));
 		memcpy(d.ids, ck.train_ids, sizeof(int64) * ck.n_train);
 		memcpy(d.ids + ck.n_train, ck.val_ids, sizeof(int64) * ck.n_val);
-		load_images(args.dataset, have_src ? &src : NULL, &d, true);
+		load_images(&args, have_src ? &src : NULL, &d, true);
 	}
 	else if (have_src)
 	{
@@ -214,7 +213,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.n_val = src.n_val;
 		d.ids = src.ids;
 		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * (src.n_train + src.n_val));
-		load_images(args.dataset, &src, &d, true);
+		load_images(&args, &src, &d, true);
 		record_classes(run, &d);
 	}
 	else
@@ -226,7 +225,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.classes = MemoryContextAlloc(run_cxt, sizeof(char *) * info.num_classes);
 		for (int i = 0; i < info.num_classes; i++)
 			d.classes[i] = MemoryContextStrdup(run_cxt, info.classes[i]);
-		load_images(args.dataset, NULL, &d, false);
+		load_images(&args, NULL, &d, false);
 		record_classes(run, &d);
 	}
 	end_tx();
