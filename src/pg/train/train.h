@@ -335,6 +335,18 @@ typedef struct run_data
  */
 extern void load_images(const tl_run_args *args, const tl_source *src, run_data *d, bool by_ids);
 
+/*
+ * best.c: the best weights.  best_set makes sd (the network's state dict,
+ * checked against W.net) W.best, without the tensors a run of this mode
+ * never changes; best_update copies W.net's values into it; best_view is a
+ * palloc'd state dict for storing or checkpointing (never tl_sd_free it),
+ * the best weights (best) or the network's current ones, its data
+ * W.best's or W.net's own.
+ */
+extern void best_set(tl_train_mode mode, tl_state_dict *sd);
+extern void best_update(void);
+extern tl_state_dict *best_view(bool best);
+
 /* debug_pause.c: transfer.debug_pause_at, for tests only */
 extern void tl_debug_pause(const char *stage);
 extern void tl_debug_fail(const char *stage);

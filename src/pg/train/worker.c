@@ -249,7 +249,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 			tl_pg_raise(&err, "loading the checkpoint");
 		}
 		tl_sd_free(sd);
-		W.best = tl_ckpt_load_part(run, "best");
+		best_set(args.mode, tl_ckpt_load_part(run, "best"));
 		end_tx();
 		rng = ck.rng;
 		start_epoch = ck.epoch + 1;
@@ -274,9 +274,13 @@ train_run(int64 run, const tl_launch_extra *extra)
 		}
 		tl_resnet_init_fc(W.net, &rng);
 		/* the tutorial starts with best_model_wts = the initial weights, best_acc = 0 */
-		W.best = tl_resnet_state_dict(W.net, &err);
-		if (W.best == NULL)
-			tl_pg_raise(&err, "copying the initial weights");
+		{
+			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);
+
+			if (sd == NULL)
+				tl_pg_raise(&err, "copying the initial weights");
+			best_set(args.mode, sd);
+		}
 
 		begin_tx(false);
 		tl_ckpt_begin(run, d.ids, d.n_train, d.ids + d.n_train, d.n_val, &rng);
@@ -363,12 +367,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 			va = run_phase(&p, &args, &d, false, &rng, order);
 		if (va.acc > best_acc)
 		{
-			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);
-
-			if (sd == NULL)
-				tl_pg_raise(&err, "copying the best weights");
-			tl_sd_free(W.best);
-			W.best = sd;
+			best_update();
 			best_acc = va.acc;
 			best_epoch = epoch;
 		}
@@ -382,25 +381,18 @@ train_run(int64 run, const tl_launch_extra *extra)
 			finish_success(run, &args, &d, best_acc, best_epoch);
 		else
 		{
-			tl_state_dict *model = tl_resnet_state_dict(W.net, &err);
-			tl_state_dict *mom;
+			/* the weights are saved from views, without copies (best.c) */
+			tl_state_dict *mom = tl_sgd_state_dict(W.opt, &err);
 
-			if (model == NULL)
-				tl_pg_raise(&err, "checkpointing");
-			mom = tl_sgd_state_dict(W.opt, &err);
 			if (mom == NULL)
-			{
-				tl_sd_free(model);
 				tl_pg_raise(&err, "checkpointing");
-			}
 			PG_TRY();
 			{
-				tl_ckpt_save(run, epoch, best_acc, best_epoch, &rng, model, mom,
-							 best_saved != best_epoch ? W.best : NULL);
+				tl_ckpt_save(run, epoch, best_acc, best_epoch, &rng, best_view(false), mom,
+							 best_saved != best_epoch ? best_view(true) : NULL);
 			}
 			PG_FINALLY();
 			{
-				tl_sd_free(model);
 				tl_sd_free(mom);
 			}
 			PG_END_TRY();
