@@ -217,10 +217,10 @@ resnet18_params(int width, int num_classes)
 /*
  * A deliberately generous estimate: the images' compressed bytes (kept for
  * the whole run; a batch decodes its images, one per compute thread at a
- * time, twice for the transform's resized copy), cached features, five
- * copies of the parameters (weights, gradients, momentum, best weights, a
- * checkpoint copy) and, per image of a batch, the activations a training
- * step keeps plus their gradients and the largest im2col workspace.
+ * time, twice for the transform's resized copy), cached features, seven
+ * copies of the parameters (below) and, per image of a batch, the
+ * activations a training step keeps plus their gradients and the largest
+ * im2col workspace.
  */
 double
 tl_train_memory_estimate(const tl_run_args *args, const tl_data_size *size)
@@ -242,7 +242,10 @@ tl_train_memory_estimate(const tl_run_args *args, const tl_data_size *size)
 		if (args->cache_features)
 			images += 4.0 * 8 * args->base_width * size->n;
 	}
-	/* params, gradients, momentum, im2col-packed and Winograd (16/9) conv weights */
+	/*
+	 * params, gradients, momentum, best weights, a checkpoint copy,
+	 * im2col-packed and Winograd (16/9) conv weights
+	 */
 	return images + 4.0 * 7.0 * params + per_image * args->batch_size + 64.0 * 1024 * 1024;
 }
 

@@ -32,9 +32,9 @@ check_memory_limit(const tl_run_args *args, const tl_data_size *size, double lim
 	if (estimate > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("training run would need more than %.0f MB, more than transfer.train_memory_limit (%.0f MB)",
+				 errmsg("training run would need about %.0f MB, more than transfer.train_memory_limit (%.0f MB)",
 						estimate / (1024.0 * 1024.0), limit / (1024.0 * 1024.0)),
-				 errdetail("The first " INT64_FORMAT " images of the dataset take %.0f bytes compressed; the run holds them and its working set for the whole run.",
+				 errdetail("The worker had read " INT64_FORMAT " images (%.0f bytes compressed, held for the whole run) when its estimate passed the limit: the data grew after tl_train checked it, or the limit was lowered.",
 						   size->n, size->bytes),
 				 errhint("Train on fewer images, or ask a superuser to raise transfer.train_memory_limit.")));
 }
