@@ -39,17 +39,18 @@ run=$(q -c "SET transfer.train_memory_limit = $limit" -c "BEGIN" \
 		WHERE dataset = 'mem' AND split IN ('train', 'val')" \
 	-c "COMMIT" 2>&1 | sed -n '1p')
 echo "# run: $run"
-wait_for "SELECT status IN ('failed', 'succeeded', 'cancelled') FROM tl_runs WHERE id = ${run:-0}" 120
-is "$(q -c "SELECT status FROM tl_runs WHERE id = ${run:-0}")" "failed" \
+[[ $run =~ ^[0-9]+$ ]] || run=0
+wait_for "SELECT status IN ('failed', 'succeeded', 'cancelled') FROM tl_runs WHERE id = $run" 120
+is "$(q -c "SELECT status FROM tl_runs WHERE id = $run")" "failed" \
 	"the worker fails the run when the data it reads exceeds the limit"
-err=$(q -c "SELECT error FROM tl_runs WHERE id = ${run:-0}")
+err=$(q -c "SELECT error FROM tl_runs WHERE id = $run")
 echo "$err" | sed 's/^/# /'
 echo "$err" | grep -qE "^training run would need about [0-9]+ MB, more than transfer.train_memory_limit \($limit MB\)"
 ok $? "its error names the limit and the estimate"
 echo "$err" | grep -qE "^DETAIL: The worker had read [0-9]+ images \([0-9]+ bytes compressed, held for the whole run\)" \
 	&& echo "$err" | grep -q "^HINT: .*raise transfer.train_memory_limit"
 ok $? "with the bytes read so far and a hint"
-is "$(q -c "SELECT count(*) FROM tl_run_epochs WHERE run = ${run:-0}")" "0" \
+is "$(q -c "SELECT count(*) FROM tl_run_epochs WHERE run = $run")" "0" \
 	"it stopped while loading, before any epoch"
 
 dropdb "$db"
