@@ -103,8 +103,9 @@ _PG_init(void)
 
 	DefineCustomIntVariable("transfer.train_memory_limit",
 							"Largest estimated memory a training run may use.",
-							"tl_train rejects a run whose estimate (decoded images, weights, "
-							"activations) is larger.  0 disables the check.",
+							"tl_train rejects a run whose estimate (compressed images, weights, "
+							"activations) is larger, and its worker stops when the data it reads "
+							"turns out larger.  0 disables both checks.",
 							&tl_guc_train_memory_limit,
 							4096, 0, INT_MAX / 2,
 							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);

@@ -19,6 +19,8 @@
 #define TL_MAX_INPUT_SIDE 8192
 #define TL_MAX_BATCH 4096
 #define TL_MAX_PLAN_BYTES ((int64_t) 64 << 30)
+/* slot k of the feature extractor's shared region (NULL while measuring) */
+#define SHARED_AT(base, off) ((float *) ((base) ? (base) + (off) : NULL))
 
 /* ---- planning ---- */
 
@@ -102,6 +104,8 @@ layout(tl_resnet *net, arena_cursor *a)
 	int			h,
 				w;
 	tl_conv_shape s;
+	char	   *shared = NULL;	/* feature extractor: see below */
+	int64_t		slot = 0;
 
 	/* weight-gradient partials for the thread count at plan time */
 	net->wparts = tl_get_num_threads();
@@ -110,10 +114,42 @@ layout(tl_resnet *net, arena_cursor *a)
 	net->h1 = s.oh;
 	net->w1 = s.ow;
 	need_workspace(net, &s, &ws, &wg);
-	net->z0 = take(a, act(N, s.oh, s.ow, bw) * 4);
-	net->a0 = take(a, act(N, s.oh, s.ow, bw) * 4);
 	net->hp = tl_conv_out_size(net->h1, 3, 2, 1);
 	net->wp = tl_conv_out_size(net->w1, 3, 2, 1);
+	if (!finetune)
+	{
+		/*
+		 * A frozen backbone's backward never reads its activations, so each
+		 * is dead once the next layer has read it: the stem's two buffers
+		 * and the blocks' seven slots (z1, a1, z2, zd, dn and out, which
+		 * alternates between two slots so that a block never overwrites its
+		 * input) share one region.  About half the arena at 224x224.
+		 */
+		int64_t		stem = (act(N, net->h1, net->w1, bw) * 4 + 63) & ~(int64_t) 63;
+		int			bh = net->hp,
+					bwid = net->wp;
+
+		for (int i = 0; i < TL_RESNET_BLOCKS; i++)
+		{
+			tl_block   *blk = &net->blocks[i];
+			tl_conv_shape bs = conv_shape(&blk->conv1, N, bh, bwid);
+
+			int64_t		need = (act(N, bs.oh, bs.ow, blk->cout) * 4 + 63) & ~(int64_t) 63;
+
+			if (need > slot)
+				slot = need;
+			bh = bs.oh;
+			bwid = bs.ow;
+		}
+		shared = take(a, 2 * stem > 7 * slot ? 2 * stem : 7 * slot);
+		net->z0 = SHARED_AT(shared, 0);
+		net->a0 = SHARED_AT(shared, stem);
+	}
+	else
+	{
+		net->z0 = take(a, act(N, s.oh, s.ow, bw) * 4);
+		net->a0 = take(a, act(N, s.oh, s.ow, bw) * 4);
+	}
 	net->m0 = take(a, act(N, net->hp, net->wp, bw) * 4);
 	net->argmax0 = take(a, act(N, net->hp, net->wp, bw) * 4);
 	net->bn1.save_mean = take(a, bw * 8);
@@ -138,10 +174,20 @@ layout(tl_resnet *net, arena_cursor *a)
 			gmax = sz;
 		s = conv_shape(&blk->conv2, N, blk->h, blk->w);
 		need_workspace(net, &s, &ws, &wg);
-		blk->z1 = take(a, sz * 4);
-		blk->a1 = take(a, sz * 4);
-		blk->z2 = take(a, sz * 4);
-		blk->out = take(a, sz * 4);
+		if (!finetune)
+		{
+			blk->z1 = SHARED_AT(shared, 0);
+			blk->a1 = SHARED_AT(shared, slot);
+			blk->z2 = SHARED_AT(shared, 2 * slot);
+			blk->out = SHARED_AT(shared, (5 + i % 2) * slot);
+		}
+		else
+		{
+			blk->z1 = take(a, sz * 4);
+			blk->a1 = take(a, sz * 4);
+			blk->z2 = take(a, sz * 4);
+			blk->out = take(a, sz * 4);
+		}
 		blk->bn1.save_mean = take(a, blk->cout * 8);
 		blk->bn1.save_invstd = take(a, blk->cout * 8);
 		blk->bn2.save_mean = take(a, blk->cout * 8);
@@ -150,8 +196,16 @@ layout(tl_resnet *net, arena_cursor *a)
 		{
 			s = conv_shape(&blk->ds_conv, N, h, w);
 			need_workspace(net, &s, &ws, &wg);
-			blk->zd = take(a, sz * 4);
-			blk->dn = take(a, sz * 4);
+			if (!finetune)
+			{
+				blk->zd = SHARED_AT(shared, 3 * slot);
+				blk->dn = SHARED_AT(shared, 4 * slot);
+			}
+			else
+			{
+				blk->zd = take(a, sz * 4);
+				blk->dn = take(a, sz * 4);
+			}
 			blk->ds_bn.save_mean = take(a, blk->cout * 8);
 			blk->ds_bn.save_invstd = take(a, blk->cout * 8);
 		}

@@ -75,16 +75,18 @@ check_role_can_login(void)
 				 errhint("Call tl_train as a role with LOGIN.")));
 }
 
-/* Decoded size of every train and val image (header probe), checking they decode. */
-static double
-dataset_decoded_bytes(const char *dataset)
+/*
+ * Compressed size of every train and val image and the largest decoded
+ * size (header probe), checking that their headers decode.
+ */
+static void
+dataset_image_bytes(const char *dataset, tl_data_size *size)
 {
 	StringInfoData q;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	SPIPlanPtr	plan;
 	Portal		portal;
-	double		total = 0;
 
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT id, img FROM %s WHERE dataset = $1 AND split IN ('train', 'val')",
@@ -120,14 +122,15 @@ dataset_decoded_bytes(const char *dataset)
 				tl_pg_raise_bad_image(id, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 									  psprintf("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
 											   (long long) id, dataset, w, h));
-			total += 3.0 * w * h;
+			size->bytes += VARSIZE_ANY_EXHDR(img);
+			size->max_decoded = Max(size->max_decoded, 3.0 * w * h);
+			size->n++;
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
-	return total;
 }
 
 /* Side of layer4's output for a square input (conv1, maxpool, three stride-2 stages). */
@@ -229,7 +232,7 @@ tl_train(PG_FUNCTION_ARGS)
 	int			guc_level;
 	tl_source	src;
 	bool		from_relation;
-	double		source_bytes = 0;
+	tl_data_size size = {0, 0, 0};
 
 	ARG_NOT_NULL(0, "mode");
 	ARG_NOT_NULL(1, "dataset");
@@ -278,6 +281,7 @@ tl_train(PG_FUNCTION_ARGS)
 	wait = PG_GETARG_BOOL(13);
 	args.threads = tl_guc_train_threads;
 	args.conv_algorithm = (tl_conv_algorithm) tl_guc_conv_algorithm;
+	args.memory_limit = tl_guc_train_memory_limit;
 	/* cache_features (features.c) */
 	ARG_NOT_NULL(15, "cache_features");
 	args.cache_features = PG_GETARG_BOOL(15);
@@ -351,7 +355,7 @@ tl_train(PG_FUNCTION_ARGS)
 	SPI_connect();
 	reap_dead_runs();
 	from_relation = tl_source_prepare(fcinfo, args.dataset, relid, args.seed, &src, &info,
-									  &source_bytes);
+									  &size);
 	if (!from_relation)
 		tl_dataset_check(args.dataset, &info);
 	args.num_classes = info.num_classes;
@@ -374,15 +378,17 @@ tl_train(PG_FUNCTION_ARGS)
 						   info.n_train, args.batch_size),
 				 errhint("Choose a batch_size that does not leave one image over, or an image_size of at least 64.")));
 
-	estimate = tl_train_memory_estimate(&args, from_relation ? source_bytes
-										: dataset_decoded_bytes(args.dataset));
+	if (!from_relation)
+		dataset_image_bytes(args.dataset, &size);
+	estimate = tl_train_memory_estimate(&args, &size);
 	if (tl_guc_train_memory_limit > 0 &&
 		estimate > (double) tl_guc_train_memory_limit * 1024.0 * 1024.0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("training run would need about %.0f MB, more than transfer.train_memory_limit (%d MB)",
 						estimate / (1024.0 * 1024.0), tl_guc_train_memory_limit),
-				 errdetail("Decoded images stay in memory for the whole run; activations grow with batch_size and image_size squared."),
+				 errdetail("The run holds its " INT64_FORMAT " images compressed (%.0f bytes) for the whole run and decodes them per batch; activations grow with batch_size and image_size squared.",
+						   size.n, size.bytes),
 				 errhint("Use a smaller batch_size or image_size, or ask a superuser to raise transfer.train_memory_limit.")));
 
 	{

@@ -1,7 +1,8 @@
 /*
  * train/batch.c - the training worker's per-image work spread over the
- * compute threads (transfer.train_threads): decoding the images of a fetched
- * chunk and transforming the images of a batch.
+ * compute threads (transfer.train_threads): checking that the images of a
+ * fetched chunk decode, and decoding and transforming the images of a batch
+ * (the run holds only their compressed bytes).
  *
  * Between GEMMs the engine's pool is idle, so this work would otherwise run
  * on one core while the others wait.  Results do not depend on the thread
@@ -22,61 +23,76 @@
 
 typedef struct decode_job
 {
-	tl_image   *images;
-	const int  *idx;
-	const uint8 *const *data;
-	const size_t *len;
+	const tl_blob *images;
+	const int64 *ids;
 	int64		max_pixels;
+	double	   *decoded;		/* bytes of each decoded image */
 	tl_code    *rc;
 	tl_error   *err;
 } decode_job;
 
 static void
-decode_range(void *arg, int64_t begin, int64_t end, int chunk)
+check_range(void *arg, int64_t begin, int64_t end, int chunk)
 {
 	decode_job *j = arg;
 
 	for (int64_t i = begin; i < end; i++)
-		j->rc[i] = tl_image_decode(j->data[i], j->len[i], j->max_pixels,
-								   &j->images[j->idx[i]], &j->err[i]);
+	{
+		tl_image	img;
+
+		memset(&img, 0, sizeof(img));
+		j->rc[i] = tl_image_decode(j->images[i].data, j->images[i].len, j->max_pixels,
+								   &img, &j->err[i]);
+		j->decoded[i] = j->rc[i] == TL_OK ? 3.0 * img.width * img.height : 0;
+		tl_image_free(&img);
+	}
 }
 
 void
-tl_decode_images(tl_image *images, int n, const int *idx, const int64 *ids,
-				 const uint8 *const *data, const size_t *len)
+tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_decoded)
 {
 	decode_job	j;
 
 	if (n <= 0)
 		return;
 	j.images = images;
-	j.idx = idx;
-	j.data = data;
-	j.len = len;
+	j.ids = ids;
 	j.max_pixels = tl_guc_max_image_pixels;
+	j.decoded = palloc(sizeof(double) * n);
 	j.rc = palloc(sizeof(tl_code) * n);
 	j.err = palloc(sizeof(tl_error) * n);
-	tl_parallel_for(n, 1, decode_range, &j);
+	tl_parallel_for(n, 1, check_range, &j);
 	for (int i = 0; i < n; i++)
+	{
 		if (j.rc[i] != TL_OK)
 			tl_pg_raise_bad_image(ids[i], tl_pg_sqlstate(j.err[i].code),
 								  psprintf("could not decode image %lld: %s", (long long) ids[i], j.err[i].message));
+		*max_decoded = Max(*max_decoded, j.decoded[i]);
+	}
+	pfree(j.decoded);
 	pfree(j.rc);
 	pfree(j.err);
 }
 
 typedef struct transform_job
 {
-	const tl_image *images;
+	const tl_blob *images;
 	const int  *idx;
 	tl_rng	   *rngs;
 	int			size;
 	int			resize;
+	int64		max_pixels;
 	float	   *x;
 	tl_code    *rc;
 	tl_error   *err;
+	bool	   *decode_failed;
 } transform_job;
 
+/*
+ * Decode, transform, free: a thread holds one decoded image at a time.  The
+ * decode is deterministic, so the result is the same as transforming an
+ * image decoded once for the whole run.
+ */
 static void
 transform_range(void *arg, int64_t begin, int64_t end, int chunk)
 {
@@ -85,18 +101,28 @@ transform_range(void *arg, int64_t begin, int64_t end, int chunk)
 
 	for (int64_t i = begin; i < end; i++)
 	{
-		const tl_image *img = &j->images[j->idx[i]];
+		const tl_blob *b = &j->images[j->idx[i]];
+		tl_image	img;
 
+		memset(&img, 0, sizeof(img));
+		j->rc[i] = tl_image_decode(b->data, b->len, j->max_pixels, &img, &j->err[i]);
+		j->decode_failed[i] = j->rc[i] != TL_OK;
+		if (j->rc[i] != TL_OK)
+		{
+			tl_image_free(&img);
+			continue;
+		}
 		if (j->rngs)
-			j->rc[i] = tl_transform_train(img, j->size, &j->rngs[i], j->x + i * per, &j->err[i]);
+			j->rc[i] = tl_transform_train(&img, j->size, &j->rngs[i], j->x + i * per, &j->err[i]);
 		else
-			j->rc[i] = tl_transform_eval(img, j->resize, j->size, j->x + i * per, &j->err[i]);
+			j->rc[i] = tl_transform_eval(&img, j->resize, j->size, j->x + i * per, &j->err[i]);
+		tl_image_free(&img);
 	}
 }
 
 void
-tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs, int size,
-				   float *x)
+tl_transform_batch(const tl_blob *images, const int64 *ids, const int *idx, int n,
+				   tl_rng *rngs, int size, float *x)
 {
 	transform_job *j;
 
@@ -105,17 +131,28 @@ tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs, 
 	j = palloc(sizeof(*j));
 	j->rc = palloc(sizeof(tl_code) * n);
 	j->err = palloc(sizeof(tl_error) * n);
+	j->decode_failed = palloc(sizeof(bool) * n);
 	j->images = images;
 	j->idx = idx;
 	j->rngs = rngs;
 	j->size = size;
 	j->resize = tl_eval_resize_for(size);
+	j->max_pixels = tl_guc_max_image_pixels;
 	j->x = x;
 	tl_parallel_for(n, 1, transform_range, j);
 	for (int i = 0; i < n; i++)
+	{
+		/* load_images decoded every image once: only memory can fail here */
+		if (j->rc[i] != TL_OK && j->decode_failed[i])
+			ereport(ERROR,
+					(errcode(tl_pg_sqlstate(j->err[i].code)),
+					 errmsg("could not decode image %lld: %s", (long long) ids[idx[i]],
+							j->err[i].message)));
 		if (j->rc[i] != TL_OK)
 			tl_pg_raise(&j->err[i], rngs ? "train transform" : "eval transform");
+	}
 	pfree(j->rc);
 	pfree(j->err);
+	pfree(j->decode_failed);
 	pfree(j);
 }

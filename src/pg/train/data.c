@@ -215,13 +215,15 @@ resnet18_params(int width, int num_classes)
 }
 
 /*
- * A deliberately generous estimate: decoded images (kept for the whole run),
- * five copies of the parameters (weights, gradients, momentum, best weights,
- * a checkpoint copy) and, per image of a batch, the activations a training
- * step keeps plus their gradients and the largest im2col workspace.
+ * A deliberately generous estimate: the images' compressed bytes (kept for
+ * the whole run; a batch decodes its images, one per compute thread at a
+ * time, twice for the transform's resized copy), cached features, seven
+ * copies of the parameters (below) and, per image of a batch, the
+ * activations a training step keeps plus their gradients and the largest
+ * im2col workspace.
  */
 double
-tl_train_memory_estimate(const tl_run_args *args, double image_bytes)
+tl_train_memory_estimate(const tl_run_args *args, const tl_data_size *size)
 {
 	double		s2 = (double) args->image_size * args->image_size;
 	double		params = resnet18_params(args->base_width, args->num_classes);
@@ -230,8 +232,38 @@ tl_train_memory_estimate(const tl_run_args *args, double image_bytes)
 	double		workspace = Max(147.0 * s2 / 4.0, 9.0 * args->base_width * s2 / 16.0);
 	double		per_image = 4.0 * (acts + workspace + 3.0 * s2);
 
-	/* params, gradients, momentum, im2col-packed and Winograd (16/9) conv weights */
-	return image_bytes + 4.0 * 7.0 * params + per_image * args->batch_size + 64.0 * 1024 * 1024;
+	double		images = 0;
+
+	if (size)
+	{
+		/* per image: its tl_blob, id, label and allocation header */
+		images = size->bytes + 64.0 * size->n;
+		images += 2.0 * Max(args->threads, 1) * size->max_decoded;
+		if (args->cache_features)
+			images += 4.0 * 8 * args->base_width * size->n;
+	}
+	/*
+	 * params, gradients, momentum, best weights, a checkpoint copy,
+	 * im2col-packed and Winograd (16/9) conv weights
+	 */
+	return images + 4.0 * 7.0 * params + per_image * args->batch_size + 64.0 * 1024 * 1024;
+}
+
+/*
+ * The limit a run's worker holds its data to.  A superuser may have set
+ * transfer.train_memory_limit in the session that called tl_train, which
+ * this process does not see: its value is recorded in the run and applies
+ * when the run's role is a superuser.  Anyone else cannot set it, so the
+ * value of its role and database, which this process has too, applies.
+ */
+double
+tl_train_memory_limit_bytes(const tl_run_args *args)
+{
+	int			mb = tl_guc_train_memory_limit;
+
+	if (args->memory_limit >= 0 && superuser())
+		mb = args->memory_limit;
+	return (double) mb * 1024.0 * 1024.0;
 }
 
 char *
@@ -264,6 +296,8 @@ tl_run_args_json(const tl_run_args *args, const tl_dataset_info *classes)
 	/* only the non-default is recorded; runs without the key use winograd */
 	if (args->conv_algorithm == TL_CONV_IM2COL)
 		appendStringInfoString(&s, ", \"conv_algorithm\": \"im2col\"");
+	if (args->memory_limit >= 0)
+		appendStringInfo(&s, ", \"memory_limit\": %d", args->memory_limit);
 	if (classes)
 	{
 		appendStringInfoString(&s, ", \"classes\": [");
@@ -334,7 +368,7 @@ check_recorded_args(int64 run, const tl_run_args *args)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("run " INT64_FORMAT " is recorded with %d threads, more than transfer.train_threads (%d)",
 						run, args->threads, tl_guc_train_threads)));
-	estimate = tl_train_memory_estimate(args, 0);
+	estimate = tl_train_memory_estimate(args, NULL);
 	if (tl_guc_train_memory_limit > 0 &&
 		estimate > (double) tl_guc_train_memory_limit * 1024.0 * 1024.0)
 		ereport(ERROR,
@@ -365,7 +399,8 @@ tl_run_args_load(int64 run, tl_run_args *args)
 					 "(args->>'base_width')::int4, (args->>'threads')::int4, "
 					 "(args->>'num_classes')::int4, "
 					 "coalesce((args->>'cache_features')::bool, false), "
-					 "coalesce(args->>'conv_algorithm', 'winograd') "
+					 "coalesce(args->>'conv_algorithm', 'winograd'), "
+					 "coalesce((args->>'memory_limit')::int4, -1) "
 					 "FROM %s WHERE id = $1", tl_qualified("tl_runs"));
 	if (SPI_execute_with_args(q.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read run " INT64_FORMAT, run);
@@ -412,6 +447,7 @@ tl_run_args_load(int64 run, tl_run_args *args)
 		args->num_classes = INT_COL(17);
 		args->cache_features = DatumGetBool(SPI_getbinval(tup, desc, 18, &isnull));
 		algo = SPI_getvalue(tup, desc, 19);
+		args->memory_limit = Max(DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull)), -1);
 		if (strcmp(algo, "winograd") == 0)
 			args->conv_algorithm = TL_CONV_WINOGRAD;
 		else if (strcmp(algo, "im2col") == 0)

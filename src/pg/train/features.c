@@ -62,8 +62,9 @@ tl_features_free(tl_feature_cache *fc)
 }
 
 tl_feature_cache *
-tl_features_compute(tl_resnet *net, const tl_image *images, int n, int image_size,
-					int batch, float *x, tl_features_progress_fn progress, void *progress_arg)
+tl_features_compute(tl_resnet *net, const tl_blob *images, const int64 *ids, int n,
+					int image_size, int batch, float *x, tl_features_progress_fn progress,
+					void *progress_arg)
 {
 	const tl_resnet_config *cfg = tl_resnet_get_config(net);
 	tl_feature_cache *fc = calloc(1, sizeof(*fc));
@@ -100,7 +101,7 @@ tl_features_compute(tl_resnet *net, const tl_image *images, int n, int image_siz
 			CHECK_FOR_INTERRUPTS();
 			for (int j = 0; j < k; j++)
 				idx[j] = b + j;
-			tl_transform_batch(images, idx, k, NULL, image_size, x);
+			tl_transform_batch(images, ids, idx, k, NULL, image_size, x);
 			if (tl_resnet_features(net, x, k, fc->feats + (size_t) b * fc->dim, &err) != TL_OK)
 				tl_pg_raise(&err, "computing features");
 			if (progress)

@@ -54,7 +54,7 @@ finish_success(int64 run, const tl_run_args *args, const run_data *d, double bes
 	Datum		values[4];
 	int64		model_id;
 
-	model_id = tl_store_save(args->model_name, W.best, (const char *const *) d->classes,
+	model_id = tl_store_save(args->model_name, best_view(true), (const char *const *) d->classes,
 							 d->num_classes, args->image_size, model_source(run),
 							 model_metrics(best_acc, best_epoch));
 	tl_debug_pause("store_model");

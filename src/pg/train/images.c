@@ -1,9 +1,12 @@
 /*
  * train/images.c - the worker's data: the run's classes and its train and
- * val images, read in one snapshot as the calling role and decoded once for
- * the whole run (batch.c spreads the decoding over the compute threads).  A
- * new run takes the dataset in ImageFolder order and records its classes in
- * tl_runs.args; a resumed run reloads exactly the images of its checkpoint.
+ * val images, read in one snapshot as the calling role.  The run keeps each
+ * image's compressed bytes (a JPEG is ~5x smaller than its pixels) and
+ * decodes it in each batch that uses it (batch.c); while loading, each image
+ * is decoded once on the compute threads to check it, so that a bad image
+ * fails the run before its first epoch.  A new run takes the dataset in
+ * ImageFolder order and records its classes in tl_runs.args; a resumed run
+ * reloads exactly the images of its checkpoint.
  */
 #include "postgres.h"
 
@@ -17,13 +20,36 @@
 
 #include "train.h"
 
+/* The worker's own check of the memory limit, on what it has read so far. */
+static void
+check_memory_limit(const tl_run_args *args, const tl_data_size *size, double limit)
+{
+	double		estimate;
+
+	if (limit <= 0)
+		return;
+	estimate = tl_train_memory_estimate(args, size);
+	if (estimate > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("training run would need about %.0f MB, more than transfer.train_memory_limit (%.0f MB)",
+						estimate / (1024.0 * 1024.0), limit / (1024.0 * 1024.0)),
+				 errdetail("The worker had read " INT64_FORMAT " images (%.0f bytes compressed, held for the whole run) when its estimate passed the limit: the data grew after tl_train checked it, or the limit was lowered.",
+						   size->n, size->bytes),
+				 errhint("Train on fewer images, or ask a superuser to raise transfer.train_memory_limit.")));
+}
+
 /*
- * Fetch and decode images.  by_ids: the given ids in their order (resume);
- * otherwise the dataset's train then val images in ImageFolder order.
+ * Fetch, check and keep images.  by_ids: the given ids in their order
+ * (resume); otherwise the dataset's train then val images in ImageFolder
+ * order.
  */
 void
-load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
+load_images(const tl_run_args *args, const tl_source *src, run_data *d, bool by_ids)
 {
+	const char *dataset = args->dataset;
+	double		limit = tl_train_memory_limit_bytes(args);
+	tl_data_size size = {0, 0, 0};
 	StringInfoData q;
 	SPIPlanPtr	plan;
 	Portal		portal;
@@ -66,7 +92,8 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 		d->labels = MemoryContextAlloc(run_cxt, sizeof(int32) * cap);
 		d->n_train = d->n_val = 0;
 	}
-	W.images = MemoryContextAllocZero(run_cxt, sizeof(tl_image) * Max(cap, 1));
+	W.images_cxt = AllocSetContextCreate(run_cxt, "tl_train images", ALLOCSET_DEFAULT_SIZES);
+	W.images = MemoryContextAllocZero(W.images_cxt, sizeof(tl_blob) * Max(cap, 1));
 	W.n_images = by_ids ? n_total : 0;
 
 	plan = SPI_prepare(q.data, 1, types);
@@ -75,20 +102,16 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
 	for (;;)
 	{
-		/* each chunk's images are decoded together, on the compute threads */
-		int		   *chunk_idx;
+		/* each chunk's images are checked together, on the compute threads */
+		tl_blob    *chunk;
 		int64	   *chunk_id;
-		const uint8 **chunk_data;
-		size_t	   *chunk_len;
 		int			m = 0;
 
 		SPI_cursor_fetch(portal, true, 32);
 		if (SPI_processed == 0)
 			break;
-		chunk_idx = MemoryContextAlloc(tmp, sizeof(int) * SPI_processed);
+		chunk = MemoryContextAlloc(tmp, sizeof(tl_blob) * SPI_processed);
 		chunk_id = MemoryContextAlloc(tmp, sizeof(int64) * SPI_processed);
-		chunk_data = MemoryContextAlloc(tmp, sizeof(uint8 *) * SPI_processed);
-		chunk_len = MemoryContextAlloc(tmp, sizeof(size_t) * SPI_processed);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -99,7 +122,9 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 			char	   *label = SPI_getvalue(tup, desc, 3);
 			int			cls = -1;
 			int			idx;
-			MemoryContext old;
+			bytea	   *img;
+			size_t		len;
+			uint8	   *copy;
 
 			for (int c = 0; c < d->num_classes && label != NULL; c++)
 				if (strcmp(d->classes[c], label) == 0)
@@ -133,8 +158,8 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 					cap *= 2;
 					d->ids = repalloc(d->ids, sizeof(int64) * cap);
 					d->labels = repalloc(d->labels, sizeof(int32) * cap);
-					W.images = repalloc(W.images, sizeof(tl_image) * cap);
-					memset(&W.images[n], 0, sizeof(tl_image) * (cap - n));
+					W.images = repalloc(W.images, sizeof(tl_blob) * cap);
+					memset(&W.images[n], 0, sizeof(tl_blob) * (cap - n));
 				}
 				idx = n++;
 				d->ids[idx] = id;
@@ -145,19 +170,27 @@ load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids)
 					d->n_val++;
 				W.n_images = n;
 			}
-			old = MemoryContextSwitchTo(tmp);
+			/* a TOASTed value is detoasted into tmp, then copied once */
 			{
-				bytea	   *img = DatumGetByteaPP(SPI_getbinval(tup, desc, 4, &isnull));
+				MemoryContext old = MemoryContextSwitchTo(tmp);
 
-				chunk_idx[m] = idx;
-				chunk_id[m] = id;
-				chunk_data[m] = (const uint8 *) VARDATA_ANY(img);
-				chunk_len[m] = VARSIZE_ANY_EXHDR(img);
-				m++;
+				img = DatumGetByteaPP(SPI_getbinval(tup, desc, 4, &isnull));
+				MemoryContextSwitchTo(old);
 			}
-			MemoryContextSwitchTo(old);
+			len = VARSIZE_ANY_EXHDR(img);
+			copy = MemoryContextAlloc(W.images_cxt, Max(len, 1));
+			memcpy(copy, VARDATA_ANY(img), len);
+			W.images[idx].data = copy;
+			W.images[idx].len = len;
+			chunk[m] = W.images[idx];
+			chunk_id[m] = id;
+			m++;
+			size.bytes += len;
+			size.n++;
 		}
-		tl_decode_images(W.images, m, chunk_idx, chunk_id, chunk_data, chunk_len);
+		tl_check_images(chunk, m, chunk_id, &size.max_decoded);
+		/* the table may have grown since tl_train checked its estimate */
+		check_memory_limit(args, &size, limit);
 		tl_debug_pause("load");
 		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(tmp);

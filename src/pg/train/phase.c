@@ -3,12 +3,15 @@
  * inner loop (batches of transformed images through a train or eval step,
  * the phase's loss and accuracy), compute_features the single pass of a
  * cache_features run (features.c) after which the images are freed.
+ * Each batch decodes its images (batch.c): the run holds only their
+ * compressed bytes.
  */
 #include "postgres.h"
 
 #include <math.h>
 
 #include "miscadmin.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "train.h"
@@ -56,7 +59,7 @@ run_phase(progress *p, const tl_run_args *args, const run_data *d, bool train, t
 				tl_rng_seed(&batch_rng[j], tl_rng_next(rng));
 			W.y[j] = d->labels[batch_idx[j]];
 		}
-		tl_transform_batch(W.images, batch_idx, k, train ? batch_rng : NULL, S, W.x);
+		tl_transform_batch(W.images, d->ids, batch_idx, k, train ? batch_rng : NULL, S, W.x);
 		memset(&res, 0, sizeof(res));
 		if (train)
 			check(tl_resnet_train_step(W.net, W.opt, W.x, W.y, k, &res, &err), &err, "train step");
@@ -111,9 +114,10 @@ compute_features(const tl_run_args *args, const run_data *d, int64 run)
 	p.epochs = args->epochs;
 	p.phase = "features";
 	report_progress(&p, true);
-	W.features = tl_features_compute(W.net, W.images, d->n_train + d->n_val, args->image_size,
-									 args->batch_size, W.x, features_progress, &p);
-	for (int i = 0; i < W.n_images; i++)
-		tl_image_free(&W.images[i]);
+	W.features = tl_features_compute(W.net, W.images, d->ids, d->n_train + d->n_val,
+									 args->image_size, args->batch_size, W.x, features_progress, &p);
+	MemoryContextDelete(W.images_cxt);
+	W.images_cxt = NULL;
+	W.images = NULL;
 	W.n_images = 0;
 }

@@ -262,7 +262,7 @@ cmp_str(const void *a, const void *b)
 
 void
 tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info *info,
-			   double *decoded_bytes)
+			   tl_data_size *size)
 {
 	StringInfoData q;
 	SPIPlanPtr	plan;
@@ -279,7 +279,7 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 	const char *rel = src->qualified;
 
 	memset(info, 0, sizeof(*info));
-	*decoded_bytes = 0;
+	memset(size, 0, sizeof(*size));
 	src->val_fraction = val_fraction;
 	initStringInfo(&q);
 	appendStringInfo(&q, "SELECT %s, (%s)::pg_catalog.text, (%s)::pg_catalog.text, %s FROM %s",
@@ -349,7 +349,9 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 				too_big++;
 				continue;
 			}
-			*decoded_bytes += 3.0 * w * h;
+			size->bytes += VARSIZE_ANY_EXHDR(img);
+			size->max_decoded = Max(size->max_decoded, 3.0 * w * h);
+			size->n++;
 			if (n == cap)
 			{
 				cap = cap ? cap * 2 : 256;
@@ -572,7 +574,7 @@ tl_images_has(const char *dataset)
 
 bool
 tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64 seed,
-				  tl_source *src, tl_dataset_info *info, double *decoded_bytes)
+				  tl_source *src, tl_dataset_info *info, tl_data_size *size)
 {
 	const char *cols[3] = {NULL, NULL, NULL};
 	double		val_fraction = 0.2;
@@ -617,6 +619,6 @@ tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64
 		return false;
 	}
 	tl_source_columns(relid, cols[0], cols[1], cols[2], src);
-	tl_source_read(src, val_fraction, seed, info, decoded_bytes);
+	tl_source_read(src, val_fraction, seed, info, size);
 	return true;
 }

@@ -99,7 +99,20 @@ typedef struct tl_run_args
 	int			num_classes;
 	bool		cache_features; /* feature_extractor on cached features (features.c) */
 	tl_conv_algorithm conv_algorithm;	/* transfer.conv_algorithm of the caller */
+	int			memory_limit;	/* transfer.train_memory_limit (MB) of the caller, -1 unknown */
 } tl_run_args;
+
+/*
+ * What a run's memory estimate needs of its images: their compressed bytes
+ * (held for the whole run), the largest decoded image (each compute thread
+ * holds one at a time) and their count.
+ */
+typedef struct tl_data_size
+{
+	double		bytes;
+	double		max_decoded;
+	int64		n;
+} tl_data_size;
 
 /* data.c: one dataset as a run sees it. */
 typedef struct tl_dataset_info
@@ -126,10 +139,10 @@ extern int	tl_dataset_class_index(const tl_dataset_info *info, const char *label
  * with tl_train's arguments image_column .. val_fraction.
  */
 extern bool tl_source_prepare(FunctionCallInfo fcinfo, const char *dataset, Oid relid, int64 seed,
-							  tl_source *src, tl_dataset_info *info, double *decoded_bytes);
+							  tl_source *src, tl_dataset_info *info, tl_data_size *size);
 /* Read the rows once: skip bad ones (NOTICE), split, check classes and parts. */
 extern void tl_source_read(tl_source *src, double val_fraction, int64 seed,
-						   tl_dataset_info *info, double *decoded_bytes);
+						   tl_dataset_info *info, tl_data_size *size);
 /* tl_runs.args JSON (from tl_run_args_json) with the source added. */
 extern char *tl_source_args_json(const char *json, const tl_source *src);
 /* A run's recorded source; false for a tl_images run. */
@@ -137,8 +150,10 @@ extern bool tl_source_load(int64 run, tl_source *src);
 /* SELECT id, split, label, img of the source's rows whose id = ANY ($1). */
 extern char *tl_source_rows_sql(const tl_source *src);
 
-/* Estimated peak memory of a training worker, in bytes. */
-extern double tl_train_memory_estimate(const tl_run_args *args, double image_bytes);
+/* Estimated peak memory of a training worker, in bytes (size NULL: no images). */
+extern double tl_train_memory_estimate(const tl_run_args *args, const tl_data_size *size);
+/* transfer.train_memory_limit in bytes as it applies to a run (0 = none). */
+extern double tl_train_memory_limit_bytes(const tl_run_args *args);
 
 /* args as the JSON text stored in tl_runs.args (classes may be NULL). */
 extern char *tl_run_args_json(const tl_run_args *args, const tl_dataset_info *classes);
@@ -172,16 +187,24 @@ extern bool tl_ckpt_load_meta(int64 run, tl_ckpt *c);
 /* A malloc'd state dict (caller frees with tl_sd_free). */
 extern tl_state_dict *tl_ckpt_load_part(int64 run, const char *part);
 
+/* A run's image as stored: its compressed bytes, decoded when a batch uses it. */
+typedef struct tl_blob
+{
+	const uint8 *data;
+	size_t		len;
+} tl_blob;
+
 /*
- * batch.c: per-image work on the compute threads.  Decode data[i]
- * (len[i] bytes, image ids[i]) into images[idx[i]]; transform images[idx[i]]
- * into x + i * size^2 * 3, with the train transform drawing from rngs[i], or
- * the eval transform when rngs is NULL.  Both ereport the first failure.
+ * batch.c: per-image work on the compute threads.  tl_check_images decodes
+ * images[0..n) (ids[i]) and drops the pixels: a bad image fails the run
+ * while loading, and *max_decoded is raised to the largest decoded size.
+ * tl_transform_batch decodes images[idx[i]] and transforms it into
+ * x + i * size^2 * 3, with the train transform drawing from rngs[i], or the
+ * eval transform when rngs is NULL.  Both ereport the first failure.
  */
-extern void tl_decode_images(tl_image *images, int n, const int *idx, const int64 *ids,
-							 const uint8 *const *data, const size_t *len);
-extern void tl_transform_batch(const tl_image *images, const int *idx, int n, tl_rng *rngs,
-							   int size, float *x);
+extern void tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_decoded);
+extern void tl_transform_batch(const tl_blob *images, const int64 *ids, const int *idx, int n,
+							   tl_rng *rngs, int size, float *x);
 
 /* features.c: feature_extractor runs with cache_features => true */
 typedef struct tl_feature_cache tl_feature_cache;
@@ -192,7 +215,8 @@ typedef void (*tl_features_progress_fn) (void *arg, int done, int total);
  * forward in batches of `batch` through x, a batch * image_size^2 * 3 input
  * buffer).  ereports on errors; the result is freed with tl_features_free.
  */
-extern tl_feature_cache *tl_features_compute(tl_resnet *net, const tl_image *images, int n,
+extern tl_feature_cache *tl_features_compute(tl_resnet *net, const tl_blob *images,
+											 const int64 *ids, int n,
 											 int image_size, int batch, float *x,
 											 tl_features_progress_fn progress, void *progress_arg);
 /*
@@ -255,8 +279,9 @@ typedef struct worker_state
 	tl_resnet  *net;
 	tl_sgd	   *opt;
 	tl_state_dict *best;
-	tl_image   *images;			/* train images first, then val ("train" < "val") */
+	tl_blob    *images;			/* train images first, then val ("train" < "val") */
 	int			n_images;
+	MemoryContext images_cxt;	/* the compressed bytes (images.c) */
 	float	   *x;
 	int32	   *y;
 	tl_feature_cache *features; /* cache_features => true (features.c) */
@@ -292,7 +317,7 @@ extern void insert_epoch_row(int64 run, int epoch, const char *phase, double los
 							 double lr, double seconds);
 extern void update_run_epoch(int64 run, int epochs_done, double best_acc, int best_epoch);
 
-/* images.c: the run's classes and decoded images. */
+/* images.c: the run's classes and images (compressed). */
 typedef struct run_data
 {
 	int			num_classes;
@@ -303,8 +328,24 @@ typedef struct run_data
 	int			n_val;
 } run_data;
 
-/* src: a relation source (by_ids only), or NULL for tl_images */
-extern void load_images(const char *dataset, const tl_source *src, run_data *d, bool by_ids);
+/*
+ * src: a relation source (by_ids only), or NULL for tl_images.  Fails with
+ * 54000 as soon as the images read so far put the run's estimate over
+ * tl_train_memory_limit_bytes(args).
+ */
+extern void load_images(const tl_run_args *args, const tl_source *src, run_data *d, bool by_ids);
+
+/*
+ * best.c: the best weights.  best_set makes sd (the network's state dict,
+ * checked against W.net) W.best, without the tensors a run of this mode
+ * never changes; best_update copies W.net's values into it; best_view is a
+ * palloc'd state dict for storing or checkpointing (never tl_sd_free it),
+ * the best weights (best) or the network's current ones, its data
+ * W.best's or W.net's own.
+ */
+extern void best_set(tl_train_mode mode, tl_state_dict *sd);
+extern void best_update(void);
+extern tl_state_dict *best_view(bool best);
 
 /* debug_pause.c: transfer.debug_pause_at, for tests only */
 extern void tl_debug_pause(const char *stage);

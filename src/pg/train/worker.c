@@ -6,7 +6,7 @@
  * advisory lock (its "alive" mark, see runs.c), waits for the launching
  * transaction, then:
  *   - reads the dataset's train and val images in one snapshot, as that role,
- *     and decodes each once for the whole run;
+ *     and keeps their compressed bytes (each batch decodes its images);
  *   - builds the network (base model or torchvision init, new fc);
  *   - per epoch: shuffled train phase with train transforms and an SGD step
  *     per batch, then the val phase in eval mode; each phase's loss and
@@ -48,9 +48,8 @@
 static void
 free_state(void)
 {
-	if (W.images)
-		for (int i = 0; i < W.n_images; i++)
-			tl_image_free(&W.images[i]);
+	if (W.images_cxt)
+		MemoryContextDelete(W.images_cxt);
 	tl_sgd_free(W.opt);
 	tl_resnet_free(W.net);
 	tl_sd_free(W.best);
@@ -204,7 +203,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * Max(ck.n_train + ck.n_val, 1));
 		memcpy(d.ids, ck.train_ids, sizeof(int64) * ck.n_train);
 		memcpy(d.ids + ck.n_train, ck.val_ids, sizeof(int64) * ck.n_val);
-		load_images(args.dataset, have_src ? &src : NULL, &d, true);
+		load_images(&args, have_src ? &src : NULL, &d, true);
 	}
 	else if (have_src)
 	{
@@ -214,7 +213,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.n_val = src.n_val;
 		d.ids = src.ids;
 		d.labels = MemoryContextAlloc(run_cxt, sizeof(int32) * (src.n_train + src.n_val));
-		load_images(args.dataset, &src, &d, true);
+		load_images(&args, &src, &d, true);
 		record_classes(run, &d);
 	}
 	else
@@ -226,7 +225,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 		d.classes = MemoryContextAlloc(run_cxt, sizeof(char *) * info.num_classes);
 		for (int i = 0; i < info.num_classes; i++)
 			d.classes[i] = MemoryContextStrdup(run_cxt, info.classes[i]);
-		load_images(args.dataset, NULL, &d, false);
+		load_images(&args, NULL, &d, false);
 		record_classes(run, &d);
 	}
 	end_tx();
@@ -250,7 +249,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 			tl_pg_raise(&err, "loading the checkpoint");
 		}
 		tl_sd_free(sd);
-		W.best = tl_ckpt_load_part(run, "best");
+		best_set(args.mode, tl_ckpt_load_part(run, "best"));
 		end_tx();
 		rng = ck.rng;
 		start_epoch = ck.epoch + 1;
@@ -275,9 +274,13 @@ train_run(int64 run, const tl_launch_extra *extra)
 		}
 		tl_resnet_init_fc(W.net, &rng);
 		/* the tutorial starts with best_model_wts = the initial weights, best_acc = 0 */
-		W.best = tl_resnet_state_dict(W.net, &err);
-		if (W.best == NULL)
-			tl_pg_raise(&err, "copying the initial weights");
+		{
+			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);
+
+			if (sd == NULL)
+				tl_pg_raise(&err, "copying the initial weights");
+			best_set(args.mode, sd);
+		}
 
 		begin_tx(false);
 		tl_ckpt_begin(run, d.ids, d.n_train, d.ids + d.n_train, d.n_val, &rng);
@@ -364,12 +367,7 @@ train_run(int64 run, const tl_launch_extra *extra)
 			va = run_phase(&p, &args, &d, false, &rng, order);
 		if (va.acc > best_acc)
 		{
-			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);
-
-			if (sd == NULL)
-				tl_pg_raise(&err, "copying the best weights");
-			tl_sd_free(W.best);
-			W.best = sd;
+			best_update();
 			best_acc = va.acc;
 			best_epoch = epoch;
 		}
@@ -383,25 +381,18 @@ train_run(int64 run, const tl_launch_extra *extra)
 			finish_success(run, &args, &d, best_acc, best_epoch);
 		else
 		{
-			tl_state_dict *model = tl_resnet_state_dict(W.net, &err);
-			tl_state_dict *mom;
+			/* the weights are saved from views, without copies (best.c) */
+			tl_state_dict *mom = tl_sgd_state_dict(W.opt, &err);
 
-			if (model == NULL)
-				tl_pg_raise(&err, "checkpointing");
-			mom = tl_sgd_state_dict(W.opt, &err);
 			if (mom == NULL)
-			{
-				tl_sd_free(model);
 				tl_pg_raise(&err, "checkpointing");
-			}
 			PG_TRY();
 			{
-				tl_ckpt_save(run, epoch, best_acc, best_epoch, &rng, model, mom,
-							 best_saved != best_epoch ? W.best : NULL);
+				tl_ckpt_save(run, epoch, best_acc, best_epoch, &rng, best_view(false), mom,
+							 best_saved != best_epoch ? best_view(true) : NULL);
 			}
 			PG_FINALLY();
 			{
-				tl_sd_free(model);
 				tl_sd_free(mom);
 			}
 			PG_END_TRY();
