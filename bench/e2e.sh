@@ -107,9 +107,12 @@ record() { echo "$1 $2" >>"$out"; }
 # the last value seen before the process exits is its peak.  The poller must
 # not load the cores it measures, so /proc is read with shell builtins only
 # (a grep per process per round cost the training worker ~20% of its speed).
+# Only workers of this cluster's postmaster count: the machine may run other
+# clusters' training workers.
 start_rss_poll() {
-	local file=$1
+	local file=$1 postmaster
 	: >"$file"
+	read -r postmaster <"$dir/data/postmaster.pid"
 	(
 		while :; do
 			for p in /proc/[0-9]*; do
@@ -118,9 +121,11 @@ start_rss_poll() {
 				# without a NUL, with cmd set)
 				IFS= read -r -d '' cmd 2>/dev/null <"$p/cmdline" || true
 				[[ $cmd == *"transfer training worker"* ]] || continue
+				ppid="" hwm=""
 				while read -r key value _; do
-					[ "$key" = VmHWM: ] && echo "$value" >>"$file"
+					case $key in PPid:) ppid=$value ;; VmHWM:) hwm=$value ;; esac
 				done 2>/dev/null <"$p/status" || true
+				[ "$ppid" = "$postmaster" ] && [ -n "$hwm" ] && echo "$hwm" >>"$file"
 			done
 			sleep 0.5
 		done
