@@ -33,6 +33,14 @@ void		tl_blas_single_threaded(void);
 /* 64-byte aligned, on transparent huge pages when large; NULL if out of memory; free() it. */
 void	   *tl_alloc_large(size_t bytes);
 
+/*
+ * C (M x N) = A (M x K) * B (K x N), row-major, overwriting C, single
+ * threaded, B read in place (tl_gemm.c).  Each element is summed over k in
+ * order, so results do not depend on how a caller splits rows or columns.
+ */
+void		tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B,
+						int64_t ldb, float *C, int64_t ldc);
+
 /* ---- convolution (tl_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape
@@ -119,6 +127,9 @@ int64_t		tl_winograd_wgrad_workspace(const tl_conv_shape *s, int parts);
 void		tl_winograd_weights(float *u, const float *w, int oc, int c);
 void		tl_winograd_forward(float *y, const float *x, const float *u, float *ws,
 								const tl_conv_shape *s);
+/* The same for eval forwards: the GEMMs by tl_sgemm_nn (no packing of u). */
+void		tl_winograd_forward_eval(float *y, const float *x, const float *u, float *ws,
+									 const tl_conv_shape *s);
 /*
  * dw (oc, c, 3, 3) in PyTorch's layout, overwritten (skipped if NULL); dx
  * written or accumulated like tl_conv_backward (skipped if NULL).

@@ -353,7 +353,9 @@ static void
 conv_forward(tl_resnet *net, const tl_conv_layer *conv, float *y, const float *x,
 			 const tl_conv_shape *s, bool train)
 {
-	if (conv_is_winograd(net, conv))
+	if (conv_is_winograd(net, conv) && !train)
+		tl_winograd_forward_eval(y, x, net->wino + conv->wino, net->ws, s);
+	else if (conv_is_winograd(net, conv))
 		tl_winograd_forward(y, x, net->wino + conv->wino, net->ws, s);
 	else if (!train)
 		tl_conv_forward_parts(y, x, conv_weight(net, conv), net->ws, s, TL_EVAL_CONV_PARTS);
