@@ -82,6 +82,14 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
  */
 void		tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws,
 								  const tl_conv_shape *s, int parts);
+/*
+ * Eval forward of a k > 1 conv with the weights in the transposed packed
+ * layout (kh, kw, c, oc) (tl_conv_pack_weights_t): im2col + tl_sgemm_nn, so
+ * y is bitwise the same with any number of threads.
+ */
+void		tl_conv_pack_weights_t(float *wt, const float *w, int oc, int c, int k);
+void		tl_conv_forward_eval(float *y, const float *x, const float *wt, float *ws,
+								 const tl_conv_shape *s);
 
 /*
  * The weight gradient sums n*oh*ow products per element.  With P large it is

@@ -102,6 +102,49 @@ check_winograd(tl_rng *rng, int n, int h, int w, int c, int oc)
 	free(y2);
 }
 
+/* tl_conv_forward_eval (transposed packed weights) against tl_conv_forward */
+static void
+check_conv_eval(tl_rng *rng, int n, int h, int w, int c, int oc, int k, int stride, int pad)
+{
+	tl_conv_shape s = {n, h, w, c, oc, k, stride, pad,
+		tl_conv_out_size(h, k, stride, pad), tl_conv_out_size(w, k, stride, pad)};
+	int64_t		nx = (int64_t) n * h * w * c,
+				ny = (int64_t) n * s.oh * s.ow * oc,
+				nw = (int64_t) oc * c * k * k;
+	float	   *x = malloc(sizeof(float) * nx);
+	float	   *wt = malloc(sizeof(float) * nw);
+	float	   *wp = malloc(sizeof(float) * nw);
+	float	   *wpt = malloc(sizeof(float) * nw);
+	float	   *ws = malloc(sizeof(float) * (tl_conv_workspace(&s) + 1));
+	float	   *y = malloc(sizeof(float) * ny);
+	float	   *ref = malloc(sizeof(float) * ny);
+	float	   *y2 = malloc(sizeof(float) * ny);
+
+	for (int64_t i = 0; i < nx; i++)
+		x[i] = urand(rng);
+	for (int64_t i = 0; i < nw; i++)
+		wt[i] = urand(rng);
+	tl_set_num_threads(1);
+	tl_conv_pack_weights(wp, wt, oc, c, k);
+	tl_conv_pack_weights_t(wpt, wt, oc, c, k);
+	tl_conv_forward(ref, x, wp, ws, &s);
+	tl_conv_forward_eval(y, x, wpt, ws, &s);
+	ok(rel_diff(y, ref, ny) < 1e-5, "conv eval forward %dx%dx%dx%d -> %d, k%d s%d matches (%.2g)",
+	   n, h, w, c, oc, k, stride, rel_diff(y, ref, ny));
+	tl_set_num_threads(3);
+	tl_conv_forward_eval(y2, x, wpt, ws, &s);
+	ok(memcmp(y, y2, sizeof(float) * ny) == 0, "  bitwise the same with 3 threads");
+	tl_set_num_threads(1);
+	free(x);
+	free(wt);
+	free(wp);
+	free(wpt);
+	free(ws);
+	free(y);
+	free(ref);
+	free(y2);
+}
+
 int
 main(void)
 {
@@ -118,5 +161,10 @@ main(void)
 	check_winograd(&rng, 1, 7, 7, 512, 512);
 	check_winograd(&rng, 2, 9, 11, 5, 3);
 	check_winograd(&rng, 1, 14, 14, 256, 40);
+	check_conv_eval(&rng, 1, 224, 224, 3, 64, 7, 2, 3);	/* conv1: split by rows */
+	check_conv_eval(&rng, 1, 14, 14, 256, 512, 3, 2, 1);	/* layer4.0.conv1: by columns */
+	check_conv_eval(&rng, 1, 28, 28, 128, 256, 3, 2, 1);
+	check_conv_eval(&rng, 2, 13, 9, 5, 70, 3, 1, 1);
+	check_conv_eval(&rng, 1, 40, 33, 3, 4, 7, 2, 3);
 	return tap_done();
 }
