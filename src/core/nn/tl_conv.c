@@ -114,7 +114,7 @@ unpack_range(void *p, int64_t begin, int64_t end, int chunk)
 void
 tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k)
 {
-	pack_job	j = {wp, w, c, k * k};
+	pack_job	j = {wp, w, c, k * k, oc};
 
 	tl_parallel_for(oc, 4, pack_range, &j);
 }
@@ -122,7 +122,7 @@ tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k)
 void
 tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k)
 {
-	pack_job	j = {dw, dwp, c, k * k};
+	pack_job	j = {dw, dwp, c, k * k, oc};
 
 	tl_parallel_for(oc, 4, unpack_range, &j);
 }
@@ -184,6 +184,7 @@ typedef struct conv_job
 	double	   *wacc;
 	bool		accumulate;
 	int			parts;
+	int64_t		block;			/* tl_conv_forward_eval: rows per item */
 } conv_job;
 
 static void
@@ -385,8 +386,8 @@ forward_eval_rows(void *p, int64_t begin, int64_t end, int chunk)
 
 	for (int64_t t = begin; t < end; t++)
 	{
-		int64_t		b = t * j->parts,
-					rows = P - b < j->parts ? P - b : j->parts;
+		int64_t		b = t * j->block,
+					rows = P - b < j->block ? P - b : j->block;
 
 		im2col_range(j->x, j->ws, s, b, b + rows);
 		tl_sgemm_nn((int) rows, s->oc, K, j->ws + b * K, K, j->w, s->oc, j->y + b * s->oc, s->oc);
@@ -423,7 +424,7 @@ tl_conv_forward_eval(float *y, const float *x, const float *wt, float *ws, const
 	block &= ~(int64_t) 7;		/* whole 8-row blocks of tl_sgemm_nn */
 	if (P >= 4 * block)
 	{
-		j.parts = (int) block;	/* here: rows per item */
+		j.block = block;
 		tl_parallel_for((P + block - 1) / block, 1, forward_eval_rows, &j);
 	}
 	else
