@@ -81,7 +81,8 @@ typedef struct pack_job
 	float	   *dst;
 	const float *src;
 	int			c,
-				kk;
+				kk,
+				oc;				/* tl_conv_pack_weights_t only */
 } pack_job;
 
 /* (oc, c, kk) -> (oc, kk, c), one output channel per item */
@@ -113,7 +114,7 @@ unpack_range(void *p, int64_t begin, int64_t end, int chunk)
 void
 tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k)
 {
-	pack_job	j = {wp, w, c, k * k};
+	pack_job	j = {wp, w, c, k * k, oc};
 
 	tl_parallel_for(oc, 4, pack_range, &j);
 }
@@ -121,7 +122,7 @@ tl_conv_pack_weights(float *wp, const float *w, int oc, int c, int k)
 void
 tl_conv_unpack_grad(float *dw, const float *dwp, int oc, int c, int k)
 {
-	pack_job	j = {dw, dwp, c, k * k};
+	pack_job	j = {dw, dwp, c, k * k, oc};
 
 	tl_parallel_for(oc, 4, unpack_range, &j);
 }
@@ -183,6 +184,7 @@ typedef struct conv_job
 	double	   *wacc;
 	bool		accumulate;
 	int			parts;
+	int64_t		block;			/* tl_conv_forward_eval: rows per item */
 } conv_job;
 
 static void
@@ -345,6 +347,90 @@ tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws, const
 		if (!conv_is_pointwise(s))
 			tl_im2col(x, ws, s);
 		tl_parallel_for(j.parts, 1, forward_cols, &j);
+	}
+}
+
+/* (oc, c, kk) -> (kk, c, oc): the transposed packed layout, one (kh, kw) per item */
+static void
+pack_t_range(void *p, int64_t begin, int64_t end, int chunk)
+{
+	pack_job   *j = p;
+	const int64_t K = (int64_t) j->c * j->kk;
+
+	for (int64_t q = begin; q < end; q++)
+		for (int c = 0; c < j->c; c++)
+			for (int o = 0; o < j->oc; o++)
+				j->dst[(q * j->c + c) * j->oc + o] = j->src[o * K + (int64_t) c * j->kk + q];
+}
+
+void
+tl_conv_pack_weights_t(float *wt, const float *w, int oc, int c, int k)
+{
+	pack_job	j = {wt, w, c, k * k, oc};
+
+	tl_parallel_for(k * k, 1, pack_t_range, &j);
+}
+
+/* eval forward: rows of y per item when P is large (cols block ~256 kB) */
+#define EVAL_BLOCK_BYTES (256 << 10)
+/* output columns per item when P is small */
+#define EVAL_COLS 64
+
+static void
+forward_eval_rows(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+
+	for (int64_t t = begin; t < end; t++)
+	{
+		int64_t		b = t * j->block,
+					rows = P - b < j->block ? P - b : j->block;
+
+		im2col_range(j->x, j->ws, s, b, b + rows);
+		tl_sgemm_nn((int) rows, s->oc, K, j->ws + b * K, K, j->w, s->oc, j->y + b * s->oc, s->oc);
+	}
+}
+
+static void
+forward_eval_cols(void *p, int64_t begin, int64_t end, int chunk)
+{
+	conv_job   *j = p;
+	const tl_conv_shape *s = j->s;
+	const int	P = s->n * s->oh * s->ow;
+	const int	K = s->c * s->k * s->k;
+
+	for (int64_t t = begin; t < end; t++)
+	{
+		int			o0 = (int) t * EVAL_COLS,
+					w = s->oc - o0 < EVAL_COLS ? s->oc - o0 : EVAL_COLS;
+
+		tl_sgemm_nn(P, w, K, j->ws, K, j->w + o0, s->oc, j->y + o0, s->oc);
+	}
+}
+
+void
+tl_conv_forward_eval(float *y, const float *x, const float *wt, float *ws, const tl_conv_shape *s)
+{
+	const int64_t P = (int64_t) s->n * s->oh * s->ow;
+	const int64_t K = (int64_t) s->c * s->k * s->k;
+	int64_t		block = EVAL_BLOCK_BYTES / (K * 4);
+	conv_job	j = {.s = s, .x = x, .w = wt, .y = y, .ws = ws};
+
+	if (block < 8)
+		block = 8;
+	block &= ~(int64_t) 7;		/* whole 8-row blocks of tl_sgemm_nn */
+	if (P >= 4 * block)
+	{
+		j.block = block;
+		tl_parallel_for((P + block - 1) / block, 1, forward_eval_rows, &j);
+	}
+	else
+	{
+		tl_im2col(x, ws, s);
+		tl_parallel_for((s->oc + EVAL_COLS - 1) / EVAL_COLS, 1, forward_eval_cols, &j);
 	}
 }
 

@@ -33,6 +33,14 @@ void		tl_blas_single_threaded(void);
 /* 64-byte aligned, on transparent huge pages when large; NULL if out of memory; free() it. */
 void	   *tl_alloc_large(size_t bytes);
 
+/*
+ * C (M x N) = A (M x K) * B (K x N), row-major, overwriting C, single
+ * threaded, B read in place (tl_gemm.c).  Each element is summed over k in
+ * order, so results do not depend on how a caller splits rows or columns.
+ */
+void		tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B,
+						int64_t ldb, float *C, int64_t ldc);
+
 /* ---- convolution (tl_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape
@@ -74,6 +82,14 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
  */
 void		tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws,
 								  const tl_conv_shape *s, int parts);
+/*
+ * Eval forward of a k > 1 conv with the weights in the transposed packed
+ * layout (kh, kw, c, oc) (tl_conv_pack_weights_t): im2col + tl_sgemm_nn, so
+ * y is bitwise the same with any number of threads.
+ */
+void		tl_conv_pack_weights_t(float *wt, const float *w, int oc, int c, int k);
+void		tl_conv_forward_eval(float *y, const float *x, const float *wt, float *ws,
+								 const tl_conv_shape *s);
 
 /*
  * The weight gradient sums n*oh*ow products per element.  With P large it is
@@ -119,6 +135,9 @@ int64_t		tl_winograd_wgrad_workspace(const tl_conv_shape *s, int parts);
 void		tl_winograd_weights(float *u, const float *w, int oc, int c);
 void		tl_winograd_forward(float *y, const float *x, const float *u, float *ws,
 								const tl_conv_shape *s);
+/* The same for eval forwards: the GEMMs by tl_sgemm_nn (no packing of u). */
+void		tl_winograd_forward_eval(float *y, const float *x, const float *u, float *ws,
+									 const tl_conv_shape *s);
 /*
  * dw (oc, c, 3, 3) in PyTorch's layout, overwritten (skipped if NULL); dx
  * written or accumulated like tl_conv_backward (skipped if NULL).

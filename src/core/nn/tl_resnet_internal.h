@@ -95,6 +95,7 @@ struct tl_resnet
 	uint64_t	params_version; /* bumped whenever conv weights may have changed */
 	uint64_t	packed_version; /* params_version wpack/wino were built from */
 	tl_conv_algorithm packed_algo;	/* the algorithm they were built for */
+	bool		packed_eval;	/* wpack is transposed, (kh, kw, c, oc), for eval forwards */
 
 	tl_conv_layer conv1;
 	tl_bn_layer bn1;

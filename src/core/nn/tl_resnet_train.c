@@ -388,6 +388,9 @@ pack_conv(tl_resnet *net, const tl_conv_layer *conv)
 	if (conv_is_winograd(net, conv))
 		tl_winograd_weights(net->wino + conv->wino, param_of(net, conv->weight),
 							conv->cout, conv->cin);
+	else if (conv->packed >= 0 && net->packed_eval)
+		tl_conv_pack_weights_t(net->wpack + conv->packed, param_of(net, conv->weight),
+							   conv->cout, conv->cin, conv->k);
 	else if (conv->packed >= 0)
 		tl_conv_pack_weights(net->wpack + conv->packed, param_of(net, conv->weight),
 							 conv->cout, conv->cin, conv->k);
@@ -407,31 +410,46 @@ static void
 conv_forward(tl_resnet *net, const tl_conv_layer *conv, float *y, const float *x,
 			 const tl_conv_shape *s, bool train)
 {
-	if (conv_is_winograd(net, conv))
+	if (conv_is_winograd(net, conv) && !train)
+		tl_winograd_forward_eval(y, x, net->wino + conv->wino, net->ws, s);
+	else if (conv_is_winograd(net, conv))
 		tl_winograd_forward(y, x, net->wino + conv->wino, net->ws, s);
+	else if (!train && conv->packed >= 0)
+		tl_conv_forward_eval(y, x, net->wpack + conv->packed, net->ws, s);
 	else if (!train)
 		tl_conv_forward_parts(y, x, conv_weight(net, conv), net->ws, s, TL_EVAL_CONV_PARTS);
 	else
 		tl_conv_forward(y, x, conv_weight(net, conv), net->ws, s);
 }
 
-/* Rebuild the kernels' weights if the parameters or the algorithm changed since. */
+/*
+ * Rebuild the kernels' weights if the parameters or the algorithm changed
+ * since; an eval forward after a train one (or the reverse) only re-lays out
+ * the im2col-packed weights (a few MB), not the Winograd ones.
+ */
 static void
-ensure_packed(tl_resnet *net)
+ensure_packed(tl_resnet *net, bool train)
 {
 	tl_conv_algorithm algo = tl_get_conv_algorithm();
+	bool		current = net->packed_version == net->params_version && net->packed_algo == algo;
+	const tl_conv_layer *convs[1 + 3 * TL_RESNET_BLOCKS];
+	int			n = 0;
 
-	if (net->packed_version == net->params_version && net->packed_algo == algo)
+	if (current && net->packed_eval == !train)
 		return;
 	net->packed_algo = algo;
-	pack_conv(net, &net->conv1);
+	net->packed_eval = !train;
+	convs[n++] = &net->conv1;
 	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
 	{
-		pack_conv(net, &net->blocks[i].conv1);
-		pack_conv(net, &net->blocks[i].conv2);
+		convs[n++] = &net->blocks[i].conv1;
+		convs[n++] = &net->blocks[i].conv2;
 		if (net->blocks[i].has_downsample)
-			pack_conv(net, &net->blocks[i].ds_conv);
+			convs[n++] = &net->blocks[i].ds_conv;
 	}
+	for (int i = 0; i < n; i++)
+		if (!current || !conv_is_winograd(net, convs[i]))
+			pack_conv(net, convs[i]);
 	net->packed_version = net->params_version;
 }
 
@@ -483,7 +501,7 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 	}
 	net->loss_valid = false;
 	net->grads_valid = false;
-	ensure_packed(net);
+	ensure_packed(net, train);
 	memcpy(net->x_in, x, (size_t) act(n, net->height, net->width, 3) * sizeof(float));
 
 	s = conv_shape(&net->conv1, n, net->height, net->width);

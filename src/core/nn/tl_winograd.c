@@ -465,6 +465,18 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 
 /* ---- the GEMMs, split over positions ---- */
 
+/* Eval forwards: tl_sgemm_nn reads u in place (inference's u never changes). */
+static void
+forward_gemms_eval(void *p, int64_t x0, int64_t x1, int chunk)
+{
+	wino_job   *j = p;
+	const tl_conv_shape *s = j->s;
+
+	for (int64_t xi = x0; xi < x1; xi++)
+		tl_sgemm_nn((int) j->T, s->oc, s->c, j->v + xi * j->T * s->c, s->c,
+					j->u + xi * s->c * s->oc, s->oc, j->m + xi * j->T * s->oc, s->oc);
+}
+
 static void
 forward_gemms(void *p, int64_t x0, int64_t x1, int chunk)
 {
@@ -560,6 +572,21 @@ tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const t
 	j.y = y;
 	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
 	tl_parallel_for(XI, 1, forward_gemms, &j);
+	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
+}
+
+void
+tl_winograd_forward_eval(float *y, const float *x, const float *u, float *ws,
+						 const tl_conv_shape *s)
+{
+	wino_job	j;
+
+	init_job(&j, s, ws);
+	j.x = x;
+	j.u = u;
+	j.y = y;
+	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
+	tl_parallel_for(XI, 1, forward_gemms_eval, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
 }
 
