@@ -52,6 +52,8 @@ typedef struct wino_job
 	double	   *wacc;
 	int64_t		T;				/* tiles; in a fused block, the block's */
 	int64_t		t_base;			/* first tile of v and m (fused blocks) */
+	int64_t		fuse_rows;		/* tile rows per fused backward block */
+	int64_t		fuse_slice;		/* floats of a thread's workspace slice */
 	int			th,
 				tw;
 	int			parity;			/* dx scatter pass */
@@ -79,12 +81,18 @@ tl_winograd_workspace(const tl_conv_shape *s, bool backward)
 	return XI * tl_winograd_tiles(s) * (s->c + s->oc) + (backward ? (int64_t) XI * s->c * s->oc : 0);
 }
 
+/* a conv whose forward and backward run in fused tile blocks (below) */
+#define FUSE_MIN_TILES 512
+
 int64_t
 tl_winograd_wgrad_workspace(const tl_conv_shape *s, int parts)
 {
-	if (!tl_winograd_applies(s) || tl_winograd_tiles(s) <= TL_WGRAD_CHUNK)
+	const int64_t T = tl_winograd_tiles(s);
+
+	if (!tl_winograd_applies(s) || T < FUSE_MIN_TILES)
 		return 0;
-	return (int64_t) (parts < 1 ? 1 : parts) * s->c * s->oc;
+	/* fused backward: 16 dU planes per thread; else chunked sums need one plane per thread */
+	return (int64_t) (parts < 1 ? 1 : parts) * s->c * s->oc * (T <= TL_WGRAD_CHUNK ? 16 : 1);
 }
 
 /* ---- the 4-point transforms (one axis); the 2-D ones apply them twice ---- */
@@ -423,7 +431,7 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 		{
 			const int	len = OC - c0 < CB ? OC - c0 : CB;
 			const float *g[4];
-			float	   *dst = j->m + t * OC + c0;
+			float	   *dst = j->m + (t - j->t_base) * OC + c0;
 
 			for (int i = 0; i < 4; i++)
 				g[i] = px[i] < 0 ? zeros : j->dy + px[i] + c0;
@@ -446,23 +454,15 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 
 /* ---- dx += B dV B^T per tile, tile rows of one parity ---- */
 
-static void
-dx_range(void *p, int64_t r0, int64_t r1, int chunk)
+/* dx += B dV B^T for the tiles of tile row ty of image n; sink takes the padding's */
+static inline void
+scatter_row(const wino_job *j, int n, int ty, float (*sink)[CB])
 {
-	wino_job   *j = p;
 	const tl_conv_shape *s = j->s;
 	const int	C = s->c;
 	const int64_t stride = j->T * C;
-	const int	rows = (j->th - j->parity + 1) / 2;	/* tile rows of this parity */
-	float		sink[XI][CB];	/* patch pixels in the padding */
 
-	memset(sink, 0, sizeof(sink));
-
-	for (int64_t r = r0; r < r1; r++)
 	{
-		int			n = (int) (r / rows),
-					ty = j->parity + 2 * (int) (r % rows);
-
 		for (int tx = 0; tx < j->tw; tx++)
 		{
 			int64_t		t = ((int64_t) n * j->th + ty) * j->tw + tx;
@@ -472,7 +472,7 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 			for (int c0 = 0; c0 < C; c0 += CB)
 			{
 				const int	len = C - c0 < CB ? C - c0 : CB;
-				const float *v = j->v + t * C + c0;
+				const float *v = j->v + (t - j->t_base) * C + c0;
 				float	   *d[XI];
 
 				for (int i = 0; i < XI; i++)
@@ -496,6 +496,18 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 			}
 		}
 	}
+}
+
+static void
+dx_range(void *p, int64_t r0, int64_t r1, int chunk)
+{
+	wino_job   *j = p;
+	const int	rows = (j->th - j->parity + 1) / 2;	/* tile rows of this parity */
+	float		sink[XI][CB];	/* patch pixels in the padding */
+
+	memset(sink, 0, sizeof(sink));
+	for (int64_t r = r0; r < r1; r++)
+		scatter_row(j, (int) (r / rows), j->parity + 2 * (int) (r % rows), sink);
 }
 
 /* ---- the GEMMs, split over positions ---- */
@@ -593,7 +605,6 @@ init_job(wino_job *j, const tl_conv_shape *s, float *ws)
  * every output is computed exactly as in the unfused path.
  */
 #define FUSE_TILES 64
-#define FUSE_MIN_TILES 512
 
 static void
 fused_forward_range(void *p, int64_t b0, int64_t b1, int chunk)
@@ -640,6 +651,142 @@ tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const t
 	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
 }
 
+/*
+ * Fused backward, for the same convs as the fused forward when their
+ * weight gradient needs no double chunks (T <= TL_WGRAD_CHUNK): blocks of
+ * whole tile rows (about FUSE_TILES tiles), each through input and dY
+ * transforms, dU partial += V^T dM (per thread, in wtmp), dV = dM U^T and
+ * the dx scatter, in the thread's cache-sized workspace slice.  Adjacent
+ * blocks' patches overlap, so even blocks run first, then odd ones.  dx is
+ * summed in the same order at any thread count; dU's partial sums depend on
+ * the thread count, as the im2col weight gradient's do.
+ */
+static bool
+fuse_backward(const wino_job *j, int parts)
+{
+	return j->T >= FUSE_MIN_TILES && j->T <= TL_WGRAD_CHUNK && parts >= 1;
+}
+
+static void
+fused_backward_range(void *p, int64_t b0, int64_t b1, int chunk)
+{
+	const wino_job *j = p;
+	const tl_conv_shape *s = j->s;
+	const int	C = s->c,
+				OC = s->oc;
+	const int64_t plane = (int64_t) C * OC;
+	const int64_t rows = (int64_t) s->n * j->th;
+	const int64_t R = j->fuse_rows;
+	wino_job	lj = *j;
+	float	   *du = j->want_dw ? j->wtmp + (int64_t) chunk * XI * plane : NULL;
+	float		sink[XI][CB];
+
+	memset(sink, 0, sizeof(sink));
+
+	lj.v = j->v + (int64_t) chunk * j->fuse_slice;
+	lj.m = lj.v + XI * R * j->tw * C;
+	for (int64_t k = b0; k < b1; k++)
+	{
+		const int64_t b = 2 * k + j->parity,
+					g0 = b * R,
+					g1 = g0 + R < rows ? g0 + R : rows;
+		const int64_t t0 = g0 * j->tw,
+					t1 = g1 * j->tw;
+
+		lj.t_base = t0;
+		lj.T = t1 - t0;
+		if (j->want_dw)
+			input_range(&lj, t0, t1, chunk);
+		dy_range(&lj, t0, t1, chunk);
+		for (int xi = 0; xi < XI; xi++)
+		{
+			float	   *v = lj.v + xi * lj.T * C;
+			const float *dm = lj.m + xi * lj.T * OC;
+
+			if (j->want_dw)
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int) lj.T, 1.0f,
+							v, C, dm, OC, 1.0f, du + xi * plane, OC);
+			if (j->want_dx)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) lj.T, C, OC, 1.0f,
+							dm, OC, j->u + xi * plane, OC, 0.0f, v, C);
+		}
+		if (j->want_dx)
+			for (int64_t g = g0; g < g1; g++)
+				scatter_row(&lj, (int) (g / j->th), (int) (g % j->th), sink);
+	}
+}
+
+typedef struct sum_job
+{
+	float	   *dst;
+	const float *src;
+	int64_t		n;				/* floats per partial */
+	int			parts;
+} sum_job;
+
+/* dst = the partials summed in order, over a slice of elements */
+static void
+sum_partials(void *p, int64_t i0, int64_t i1, int chunk)
+{
+	sum_job    *j = p;
+
+	for (int64_t i = i0; i < i1; i++)
+	{
+		float		v = j->src[i];
+
+		for (int t = 1; t < j->parts; t++)
+			v += j->src[t * j->n + i];
+		j->dst[i] = v;
+	}
+}
+
+static void
+zero_floats(void *p, int64_t i0, int64_t i1, int chunk)
+{
+	memset((float *) p + i0, 0, (size_t) (i1 - i0) * sizeof(float));
+}
+
+static void
+fused_backward(wino_job *j, float *dx, float *dw, int parts, bool accumulate)
+{
+	const tl_conv_shape *s = j->s;
+	const int64_t rows = (int64_t) s->n * j->th;
+	const int64_t plane = (int64_t) s->c * s->oc;
+	int64_t		blocks,
+				fit;
+
+	j->fuse_rows = FUSE_TILES / j->tw > 1 ? FUSE_TILES / j->tw : 1;
+	j->fuse_slice = XI * j->fuse_rows * j->tw * (s->c + s->oc);
+	blocks = (rows + j->fuse_rows - 1) / j->fuse_rows;
+	fit = XI * j->T * (s->c + s->oc) / j->fuse_slice;	/* slices the workspace holds */
+	if (fit > parts)
+		fit = parts;			/* and wtmp: one dU partial per slice */
+	if (dw)
+		tl_parallel_for(parts * XI * plane, 4096, zero_floats, j->wtmp);
+	if (dx)
+	{
+		j->y = dx;
+		if (!accumulate)
+			tl_parallel_for((int64_t) s->n * s->h, 4, zero_rows, j);
+	}
+	/* even blocks, then odd ones: blocks of one parity have disjoint patches */
+	for (j->parity = 0; j->parity < 2; j->parity++)
+	{
+		const int64_t nb = (blocks - j->parity + 1) / 2;
+
+		if (nb > 0)
+			tl_parallel_for(nb, (nb + fit - 1) / fit, fused_backward_range, j);
+	}
+	if (dw)
+	{
+		sum_job		sj = {.dst = j->du, .src = j->wtmp, .n = XI * plane, .parts = parts};
+		weight_job	wj = {.dw = dw, .du = j->du, .c = s->c, .oc = s->oc};
+
+		tl_parallel_for(XI * plane, 4096, sum_partials, &sj);
+		tl_parallel_for((s->oc + OB - 1) / OB, 1, weight_grad_range, &wj);
+	}
+}
+
 void
 tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, const float *u,
 					 float *ws, float *wtmp, double *wacc, int parts, const tl_conv_shape *s,
@@ -659,6 +806,11 @@ tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, cons
 	j.want_dx = dx != NULL;
 	if (parts < 1)
 		parts = 1;
+	if (fuse_backward(&j, parts) && (wtmp || !dw))
+	{
+		fused_backward(&j, dx, dw, parts, accumulate);
+		return;
+	}
 	if (j.want_dw)
 		tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, dy_range, &j);
