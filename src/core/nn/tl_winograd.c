@@ -183,20 +183,24 @@ typedef struct weight_job
  */
 #define OB 16
 
-/* U[xi][c][oc] = G g G^T for output-channel blocks [b0, b1) */
+/*
+ * U[xi][c][oc] = G g G^T for input channels [c0, c1).  Input channels outer:
+ * each writes 16 contiguous rows U[xi][c][0..oc), and the 36-byte reads of
+ * the next c fall in the lines this one just read.
+ */
 static void
-weights_range(void *p, int64_t b0, int64_t b1, int chunk)
+weights_range(void *p, int64_t c0, int64_t c1, int chunk)
 {
 	weight_job *j = p;
 	const int64_t plane = (int64_t) j->c * j->oc;
 
-	for (int64_t ob = b0; ob < b1; ob++)
+	for (int c = (int) c0; c < c1; c++)
 	{
-		const int	o0 = (int) ob * OB,
-					no = j->oc - o0 < OB ? j->oc - o0 : OB;
-
-		for (int c = 0; c < j->c; c++)
+		for (int64_t ob = 0; ob < (j->oc + OB - 1) / OB; ob++)
 		{
+			const int	o0 = (int) ob * OB,
+						no = j->oc - o0 < OB ? j->oc - o0 : OB;
+
 			float		g[9][OB],
 						t[4][3][OB],
 						r[XI][OB];
@@ -263,23 +267,27 @@ tl_winograd_weights(float *u, const float *w, int oc, int c)
 {
 	weight_job	j = {.u = u, .w = w, .c = c, .oc = oc};
 
-	tl_parallel_for((oc + OB - 1) / OB, 1, weights_range_fenced, &j);
+	tl_parallel_for(c, 4, weights_range_fenced, &j);
 }
 
-/* dw (oc, c, 3, 3) = G^T dU G for output-channel blocks [b0, b1) */
+/*
+ * dw (oc, c, 3, 3) = G^T dU G for input channels [c0, c1), outer as in
+ * weights_range: dU is read in contiguous rows, and dw's 36-byte pieces of
+ * one c share cache lines with the next c's.
+ */
 static void
-weight_grad_range(void *p, int64_t b0, int64_t b1, int chunk)
+weight_grad_range(void *p, int64_t c0, int64_t c1, int chunk)
 {
 	weight_job *j = p;
 	const int64_t plane = (int64_t) j->c * j->oc;
 
-	for (int64_t ob = b0; ob < b1; ob++)
+	for (int c = (int) c0; c < c1; c++)
 	{
-		const int	o0 = (int) ob * OB,
-					no = j->oc - o0 < OB ? j->oc - o0 : OB;
-
-		for (int c = 0; c < j->c; c++)
+		for (int64_t ob = 0; ob < (j->oc + OB - 1) / OB; ob++)
 		{
+			const int	o0 = (int) ob * OB,
+						no = j->oc - o0 < OB ? j->oc - o0 : OB;
+
 			float		d[XI][OB],
 						t[3][4][OB],
 						g[9][OB];
@@ -783,7 +791,7 @@ fused_backward(wino_job *j, float *dx, float *dw, int parts, bool accumulate)
 		weight_job	wj = {.dw = dw, .du = j->du, .c = s->c, .oc = s->oc};
 
 		tl_parallel_for(XI * plane, 4096, sum_partials, &sj);
-		tl_parallel_for((s->oc + OB - 1) / OB, 1, weight_grad_range, &wj);
+		tl_parallel_for(s->c, 4, weight_grad_range, &wj);
 	}
 }
 
@@ -820,7 +828,7 @@ tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, cons
 	{
 		weight_job	wj = {.dw = dw, .du = j.du, .c = s->c, .oc = s->oc};
 
-		tl_parallel_for((s->oc + OB - 1) / OB, 1, weight_grad_range, &wj);
+		tl_parallel_for(s->c, 4, weight_grad_range, &wj);
 	}
 	if (dx)
 	{
