@@ -18,7 +18,8 @@
  * Layouts: U [16][c][oc] (tl_winograd_weights); workspace V and dV [16][T][c],
  * M and dM [16][T][oc], dU [16][c][oc].  Tiles are numbered (n, ty, tx).
  * Threads: the transforms are split over tiles, the GEMMs over the 16
- * positions (each a full-size sgemm on one thread, OpenBLAS single-threaded).
+ * positions (each a full-size sgemm on one thread, OpenBLAS single-threaded);
+ * convs with many tiles run in fused blocks of tiles instead (below).
  * dx is scattered tile row by tile row: rows ty and ty + 2 touch disjoint
  * input rows, so even and odd tile rows are two passes without write races.
  */
