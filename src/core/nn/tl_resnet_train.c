@@ -354,6 +354,77 @@ tl_resnet_planned_bytes(const tl_resnet *net)
 		* sizeof(float);
 }
 
+
+/*
+ * -DTL_STEP_PROFILE (bench/step_profile.sh): process CPU seconds per layer and
+ * phase, printed by tl_step_profile_print.  Not built into the extension.
+ */
+#ifdef TL_STEP_PROFILE
+#include <stdio.h>
+#include <time.h>
+#define PROF_MAX 96
+static const char *prof_name[PROF_MAX];
+static int	prof_blk[PROF_MAX];
+static double prof_sec[PROF_MAX];
+static int	prof_n;
+static double prof_t0;
+
+static double
+prof_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void
+prof_mark(int blk, const char *name)
+{
+	double		t = prof_now();
+	int			i;
+
+	for (i = 0; i < prof_n && (prof_name[i] != name || prof_blk[i] != blk); i++)
+		;
+	if (i == prof_n && prof_n < PROF_MAX)
+	{
+		prof_name[prof_n] = name;
+		prof_blk[prof_n++] = blk;
+	}
+	if (i < PROF_MAX)
+		prof_sec[i] += t - prof_t0;
+	prof_t0 = prof_now();
+}
+
+void		tl_step_profile_reset(void);
+void
+tl_step_profile_reset(void)
+{
+	prof_n = 0;
+	memset(prof_sec, 0, sizeof(prof_sec));
+}
+
+void		tl_step_profile_print(int steps);
+void
+tl_step_profile_print(int steps)
+{
+	double		total = 0;
+
+	for (int i = 0; i < prof_n; i++)
+		total += prof_sec[i];
+	for (int i = 0; i < prof_n; i++)
+		printf("layer%d.%d %-22s %8.2f ms %5.1f%%\n", prof_blk[i] < 0 ? 0 : prof_blk[i] / 2 + 1,
+			   prof_blk[i] < 0 ? 0 : prof_blk[i] % 2, prof_name[i], 1e3 * prof_sec[i] / steps,
+			   100 * prof_sec[i] / total);
+	printf("%-28s %8.2f ms\n", "total", 1e3 * total / steps);
+}
+#define PROF_START() (prof_t0 = prof_now())
+#define PROF(blk, name) prof_mark(blk, name)
+#else
+#define PROF_START() ((void) 0)
+#define PROF(blk, name) ((void) 0)
+#endif
+
 /* ---- forward ---- */
 
 static inline float *
@@ -501,14 +572,19 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 	}
 	net->loss_valid = false;
 	net->grads_valid = false;
+	PROF_START();
 	ensure_packed(net, train);
+	PROF(-1, "weight transform/pack");
 	memcpy(net->x_in, x, (size_t) act(n, net->height, net->width, 3) * sizeof(float));
 
 	s = conv_shape(&net->conv1, n, net->height, net->width);
 	conv_forward(net, &net->conv1, net->z0, net->x_in, &s, train);
+	PROF(-1, "conv1 fwd");
 	bn_forward(net, &net->bn1, net->a0, net->z0, NULL, true, act(n, s.oh, s.ow, 1), train);
+	PROF(-1, "bn fwd");
 	tl_maxpool_forward(net->m0, net->argmax0, net->a0, n, net->h1, net->w1,
 					   net->cfg.base_width, 3, 2, 1, net->hp, net->wp);
+	PROF(-1, "maxpool fwd");
 	cur = net->m0;
 	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
 	{
@@ -518,17 +594,22 @@ forward_features(tl_resnet *net, const float *x, int n, bool train, tl_error *er
 
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
 		conv_forward(net, &blk->conv1, blk->z1, cur, &s, train);
+		PROF(i, "conv1 fwd");
 		bn_forward(net, &blk->bn1, blk->a1, blk->z1, NULL, true, rows, train);
+		PROF(i, "bn fwd");
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
 		conv_forward(net, &blk->conv2, blk->z2, blk->a1, &s, train);
+		PROF(i, "conv2 fwd");
 		if (blk->has_downsample)
 		{
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
 			conv_forward(net, &blk->ds_conv, blk->zd, cur, &s, train);
+			PROF(i, "ds fwd");
 			bn_forward(net, &blk->ds_bn, blk->dn, blk->zd, NULL, false, rows, train);
 			identity = blk->dn;
 		}
 		bn_forward(net, &blk->bn2, blk->out, blk->z2, identity, true, rows, train);
+		PROF(i, "bn fwd");
 		cur = blk->out;
 	}
 	{
@@ -639,6 +720,7 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 	if (!net->planned || !net->last_train || !net->loss_valid)
 		return tl_fail(err, TL_E_INVALID, "backward needs a forward in train mode followed by a loss");
 
+	PROF_START();
 	if (net->mode == TL_MODE_FEATURE_EXTRACTOR)
 	{
 		/* frozen backbone: only fc's gradient, no work below it */
@@ -672,12 +754,15 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		 * branch's gradient) in gtmp.
 		 */
 		bn_backward(net, &blk->bn2, gmid, gtmp, gout, blk->out, blk->z2, rows);
+		PROF(i, "bn bwd");
 		/* identity branch first: it initialises gin */
 		if (blk->has_downsample)
 		{
 			bn_backward(net, &blk->ds_bn, gtmp, NULL, gtmp, NULL, blk->zd, rows);
+			PROF(i, "bn bwd");
 			s = conv_shape(&blk->ds_conv, n, blk->h_in, blk->w_in);
 			conv_backward(net, &blk->ds_conv, gin, gtmp, in, &s, false);
+			PROF(i, "ds bwd");
 		}
 		else
 		{
@@ -688,10 +773,13 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 		/* conv2: d(a1) into gout (free now) */
 		s = conv_shape(&blk->conv2, n, blk->h, blk->w);
 		conv_backward(net, &blk->conv2, gout, gmid, blk->a1, &s, false);
+		PROF(i, "conv2 bwd");
 		/* relu + bn1 in place */
 		bn_backward(net, &blk->bn1, gout, NULL, gout, blk->a1, blk->z1, rows);
+		PROF(i, "bn bwd");
 		s = conv_shape(&blk->conv1, n, blk->h_in, blk->w_in);
 		conv_backward(net, &blk->conv1, gin, gout, in, &s, true);
+		PROF(i, "conv1 bwd");
 		/* gin is d(block input) = d(previous block's out) */
 		swap = gout;
 		gout = gin;
@@ -699,10 +787,13 @@ tl_resnet_backward(tl_resnet *net, tl_error *err)
 	}
 	tl_maxpool_backward(net->g0, gout, net->argmax0, n, net->h1, net->w1, net->cfg.base_width,
 						3, 2, 1, net->hp, net->wp);
+	PROF(-1, "maxpool bwd");
 	bn_backward(net, &net->bn1, net->g0, NULL, net->g0, net->a0, net->z0, act(n, net->h1, net->w1, 1));
+	PROF(-1, "bn bwd");
 	/* conv1: the input needs no gradient */
 	s = conv_shape(&net->conv1, n, net->height, net->width);
 	conv_backward(net, &net->conv1, NULL, net->g0, net->x_in, &s, false);
+	PROF(-1, "conv1 bwd");
 	net->grads_valid = true;
 	return TL_OK;
 }
@@ -719,7 +810,10 @@ tl_resnet_train_step(tl_resnet *net, tl_sgd *opt, const float *x, const int32_t 
 		(rc = tl_resnet_loss(net, labels, n, res, err)) != TL_OK ||
 		(rc = tl_resnet_backward(net, err)) != TL_OK)
 		return rc;
-	return tl_sgd_step(opt, err);
+	PROF_START();
+	rc = tl_sgd_step(opt, err);
+	PROF(-1, "sgd");
+	return rc;
 }
 
 tl_code

@@ -89,29 +89,68 @@ typedef struct sgd_job
 	bool		first;			/* no momentum buffer yet */
 } sgd_job;
 
+/*
+ * The options are copied to locals and tested once per range: read through
+ * j inside the loop, every float store might alias them, so GCC reloaded
+ * them per element and did not vectorise (the step was memory-bound at
+ * half speed).  Per element the operations are unchanged.
+ */
 static void
 sgd_range(void *arg, int64_t begin, int64_t end, int chunk)
 {
 	const sgd_job *j = arg;
-	float	   *p = j->p;
-	const float *g = j->g;
-	float	   *b = j->b;
+	float	   *restrict p = j->p;
+	const float *restrict g = j->g;
+	float	   *restrict b = j->b;
+	const float lr = j->lr,
+				mom = j->mom,
+				damp1 = j->damp1,
+				wd = j->wd;
 
-	for (int64_t i = begin; i < end; i++)
+	if (mom == 0.0f)
 	{
-		float		d = g[i];
-
-		if (j->wd != 0.0f)
-			d = d + j->wd * p[i];
-		if (j->mom != 0.0f)
+		for (int64_t i = begin; i < end; i++)
 		{
-			if (j->first)
-				b[i] = d;
-			else
-				b[i] = b[i] * j->mom + j->damp1 * d;
-			d = j->nesterov ? d + j->mom * b[i] : b[i];
+			float		d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+
+			p[i] = p[i] - lr * d;
 		}
-		p[i] = p[i] - j->lr * d;
+	}
+	else if (j->first)
+	{
+		for (int64_t i = begin; i < end; i++)
+		{
+			float		d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+
+			b[i] = d;
+			d = j->nesterov ? d + mom * d : d;
+			p[i] = p[i] - lr * d;
+		}
+	}
+	else if (wd == 0.0f && !j->nesterov)
+	{
+		/* the default (the tutorial's SGD): a pure streaming loop */
+		for (int64_t i = begin; i < end; i++)
+		{
+			float		nb = b[i] * mom + damp1 * g[i];
+
+			b[i] = nb;
+			p[i] = p[i] - lr * nb;
+		}
+	}
+	else
+	{
+		const bool	nesterov = j->nesterov;
+
+		for (int64_t i = begin; i < end; i++)
+		{
+			float		d = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+			float		nb = b[i] * mom + damp1 * d;
+
+			b[i] = nb;
+			d = nesterov ? d + mom * nb : nb;
+			p[i] = p[i] - lr * d;
+		}
 	}
 }
 

@@ -18,14 +18,20 @@
  * Layouts: U [16][c][oc] (tl_winograd_weights); workspace V and dV [16][T][c],
  * M and dM [16][T][oc], dU [16][c][oc].  Tiles are numbered (n, ty, tx).
  * Threads: the transforms are split over tiles, the GEMMs over the 16
- * positions (each a full-size sgemm on one thread, OpenBLAS single-threaded).
+ * positions (each a full-size sgemm on one thread, OpenBLAS single-threaded);
+ * convs with many tiles run in fused blocks of tiles instead (below).
  * dx is scattered tile row by tile row: rows ty and ty + 2 touch disjoint
  * input rows, so even and odd tile rows are two passes without write races.
  */
 #include "tl_nn_internal.h"
+#include "tl_resnet.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define XI 16					/* positions of a transformed 4x4 tile */
 #define CB 64					/* channels per inner block */
@@ -45,7 +51,10 @@ typedef struct wino_job
 	float	   *dw;
 	float	   *wtmp;
 	double	   *wacc;
-	int64_t		T;
+	int64_t		T;				/* tiles; in a fused block, the block's */
+	int64_t		t_base;			/* first tile of v and m (fused blocks) */
+	int64_t		fuse_rows;		/* tile rows per fused backward block */
+	int64_t		fuse_slice;		/* floats of a thread's workspace slice */
 	int			th,
 				tw;
 	int			parity;			/* dx scatter pass */
@@ -73,12 +82,18 @@ tl_winograd_workspace(const tl_conv_shape *s, bool backward)
 	return XI * tl_winograd_tiles(s) * (s->c + s->oc) + (backward ? (int64_t) XI * s->c * s->oc : 0);
 }
 
+/* a conv whose forward and backward run in fused tile blocks (below) */
+#define FUSE_MIN_TILES 512
+
 int64_t
 tl_winograd_wgrad_workspace(const tl_conv_shape *s, int parts)
 {
-	if (!tl_winograd_applies(s) || tl_winograd_tiles(s) <= TL_WGRAD_CHUNK)
+	const int64_t T = tl_winograd_tiles(s);
+
+	if (!tl_winograd_applies(s) || T < FUSE_MIN_TILES)
 		return 0;
-	return (int64_t) (parts < 1 ? 1 : parts) * s->c * s->oc;
+	/* fused backward: 16 dU planes per thread; else chunked sums need one plane per thread */
+	return (int64_t) (parts < 1 ? 1 : parts) * s->c * s->oc * (T <= TL_WGRAD_CHUNK ? 16 : 1);
 }
 
 /* ---- the 4-point transforms (one axis); the 2-D ones apply them twice ---- */
@@ -169,20 +184,24 @@ typedef struct weight_job
  */
 #define OB 16
 
-/* U[xi][c][oc] = G g G^T for output-channel blocks [b0, b1) */
+/*
+ * U[xi][c][oc] = G g G^T for input channels [c0, c1).  Input channels outer:
+ * each writes 16 contiguous rows U[xi][c][0..oc), and the 36-byte reads of
+ * the next c fall in the lines this one just read.
+ */
 static void
-weights_range(void *p, int64_t b0, int64_t b1, int chunk)
+weights_range(void *p, int64_t c0, int64_t c1, int chunk)
 {
 	weight_job *j = p;
 	const int64_t plane = (int64_t) j->c * j->oc;
 
-	for (int64_t ob = b0; ob < b1; ob++)
+	for (int c = (int) c0; c < c1; c++)
 	{
-		const int	o0 = (int) ob * OB,
-					no = j->oc - o0 < OB ? j->oc - o0 : OB;
-
-		for (int c = 0; c < j->c; c++)
+		for (int64_t ob = 0; ob < (j->oc + OB - 1) / OB; ob++)
 		{
+			const int	o0 = (int) ob * OB,
+						no = j->oc - o0 < OB ? j->oc - o0 : OB;
+
 			float		g[9][OB],
 						t[4][3][OB],
 						r[XI][OB];
@@ -209,11 +228,24 @@ weights_range(void *p, int64_t b0, int64_t b1, int chunk)
 					r[a * 4 + 2][o] = 0.5f * (t[a][0][o] - t[a][1][o] + t[a][2][o]);
 					r[a * 4 + 3][o] = t[a][2][o];
 				}
-			/* loops, not memcpy: 64-byte rows are cheaper inline than as calls */
+			/*
+			 * 64-byte rows.  Aligned full rows are streamed: U (67 MB for
+			 * ResNet-18) is not read again before the next layers evict it,
+			 * so a normal store would first read every line for nothing.
+			 * Otherwise a loop (GCC turns a variable-length one into a
+			 * memcpy call).
+			 */
 			for (int xi = 0; xi < XI; xi++)
 			{
 				float	   *dst = j->u + xi * plane + (int64_t) c * j->oc + o0;
 
+#ifdef __AVX512F__
+				if (no == OB && ((uintptr_t) dst & 63) == 0)
+				{
+					_mm512_stream_ps(dst, _mm512_loadu_ps(r[xi]));
+					continue;
+				}
+#endif
 				for (int o = 0; o < no; o++)
 					dst[o] = r[xi][o];
 			}
@@ -221,39 +253,59 @@ weights_range(void *p, int64_t b0, int64_t b1, int chunk)
 	}
 }
 
+static void
+weights_range_fenced(void *p, int64_t b0, int64_t b1, int chunk)
+{
+	weights_range(p, b0, b1, chunk);
+#ifdef __AVX512F__
+	/* streaming stores are weakly ordered: complete them before the barrier */
+	_mm_sfence();
+#endif
+}
+
 void
 tl_winograd_weights(float *u, const float *w, int oc, int c)
 {
 	weight_job	j = {.u = u, .w = w, .c = c, .oc = oc};
 
-	tl_parallel_for((oc + OB - 1) / OB, 1, weights_range, &j);
+	tl_parallel_for(c, 4, weights_range_fenced, &j);
 }
 
-/* dw (oc, c, 3, 3) = G^T dU G for output-channel blocks [b0, b1) */
+/*
+ * dw (oc, c, 3, 3) = G^T dU G for input channels [c0, c1), outer as in
+ * weights_range: dU is read in contiguous rows, and dw's 36-byte pieces of
+ * one c share cache lines with the next c's.
+ */
 static void
-weight_grad_range(void *p, int64_t b0, int64_t b1, int chunk)
+weight_grad_range(void *p, int64_t c0, int64_t c1, int chunk)
 {
 	weight_job *j = p;
 	const int64_t plane = (int64_t) j->c * j->oc;
 
-	for (int64_t ob = b0; ob < b1; ob++)
+	for (int c = (int) c0; c < c1; c++)
 	{
-		const int	o0 = (int) ob * OB,
-					no = j->oc - o0 < OB ? j->oc - o0 : OB;
-
-		for (int c = 0; c < j->c; c++)
+		for (int64_t ob = 0; ob < (j->oc + OB - 1) / OB; ob++)
 		{
+			const int	o0 = (int) ob * OB,
+						no = j->oc - o0 < OB ? j->oc - o0 : OB;
+
 			float		d[XI][OB],
 						t[3][4][OB],
 						g[9][OB];
 
-			memset(d, 0, sizeof(d));
+			if (no < OB)
+				memset(d, 0, sizeof(d));
 			for (int xi = 0; xi < XI; xi++)
 			{
 				const float *src = j->du + xi * plane + (int64_t) c * j->oc + o0;
 
-				for (int o = 0; o < no; o++)
-					d[xi][o] = src[o];
+				/* constant length when full: inlined, as in weights_range */
+				if (no == OB)
+					for (int o = 0; o < OB; o++)
+						d[xi][o] = src[o];
+				else
+					for (int o = 0; o < no; o++)
+						d[xi][o] = src[o];
 			}
 			/* G^T dU: columns */
 			for (int b = 0; b < 4; b++)
@@ -297,7 +349,7 @@ input_range(void *p, int64_t t0, int64_t t1, int chunk)
 		{
 			const int	len = C - c0 < CB ? C - c0 : CB;
 			const float *q[XI];
-			float	   *dst = j->v + t * C + c0;
+			float	   *dst = j->v + (t - j->t_base) * C + c0;
 
 			for (int i = 0; i < XI; i++)
 				q[i] = px[i] < 0 ? zeros : j->x + px[i] + c0;
@@ -346,7 +398,7 @@ output_range(void *p, int64_t t0, int64_t t1, int chunk)
 		for (int c0 = 0; c0 < OC; c0 += CB)
 		{
 			const int	len = OC - c0 < CB ? OC - c0 : CB;
-			const float *m = j->m + t * OC + c0;
+			const float *m = j->m + (t - j->t_base) * OC + c0;
 			float	   *d[4];
 
 			for (int i = 0; i < 4; i++)
@@ -388,7 +440,7 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 		{
 			const int	len = OC - c0 < CB ? OC - c0 : CB;
 			const float *g[4];
-			float	   *dst = j->m + t * OC + c0;
+			float	   *dst = j->m + (t - j->t_base) * OC + c0;
 
 			for (int i = 0; i < 4; i++)
 				g[i] = px[i] < 0 ? zeros : j->dy + px[i] + c0;
@@ -411,23 +463,15 @@ dy_range(void *p, int64_t t0, int64_t t1, int chunk)
 
 /* ---- dx += B dV B^T per tile, tile rows of one parity ---- */
 
-static void
-dx_range(void *p, int64_t r0, int64_t r1, int chunk)
+/* dx += B dV B^T for the tiles of tile row ty of image n; sink takes the padding's */
+static inline void
+scatter_row(const wino_job *j, int n, int ty, float (*sink)[CB])
 {
-	wino_job   *j = p;
 	const tl_conv_shape *s = j->s;
 	const int	C = s->c;
 	const int64_t stride = j->T * C;
-	const int	rows = (j->th - j->parity + 1) / 2;	/* tile rows of this parity */
-	float		sink[XI][CB];	/* patch pixels in the padding */
 
-	memset(sink, 0, sizeof(sink));
-
-	for (int64_t r = r0; r < r1; r++)
 	{
-		int			n = (int) (r / rows),
-					ty = j->parity + 2 * (int) (r % rows);
-
 		for (int tx = 0; tx < j->tw; tx++)
 		{
 			int64_t		t = ((int64_t) n * j->th + ty) * j->tw + tx;
@@ -437,7 +481,7 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 			for (int c0 = 0; c0 < C; c0 += CB)
 			{
 				const int	len = C - c0 < CB ? C - c0 : CB;
-				const float *v = j->v + t * C + c0;
+				const float *v = j->v + (t - j->t_base) * C + c0;
 				float	   *d[XI];
 
 				for (int i = 0; i < XI; i++)
@@ -461,6 +505,18 @@ dx_range(void *p, int64_t r0, int64_t r1, int chunk)
 			}
 		}
 	}
+}
+
+static void
+dx_range(void *p, int64_t r0, int64_t r1, int chunk)
+{
+	wino_job   *j = p;
+	const int	rows = (j->th - j->parity + 1) / 2;	/* tile rows of this parity */
+	float		sink[XI][CB];	/* patch pixels in the padding */
+
+	memset(sink, 0, sizeof(sink));
+	for (int64_t r = r0; r < r1; r++)
+		scatter_row(j, (int) (r / rows), j->parity + 2 * (int) (r % rows), sink);
 }
 
 /* ---- the GEMMs, split over positions ---- */
@@ -561,6 +617,38 @@ init_job(wino_job *j, const tl_conv_shape *s, float *ws)
 /* grain of the tile loops: enough work per slice to amortise the handoff */
 #define TILE_GRAIN 8
 
+/*
+ * Fused forward for convs with many tiles: each thread takes blocks of
+ * FUSE_TILES tiles and runs input transform, the 16 GEMMs and the output
+ * transform on one block in its own slice of the workspace, so V and M stay
+ * in the core's cache instead of streaming 16 x T x (c + oc) floats through
+ * memory (12.8 MB for layer1 at batch 4).  The GEMMs' K (c) is unchanged, so
+ * every output is computed exactly as in the unfused path.
+ */
+#define FUSE_TILES 64
+
+static void
+fused_forward_range(void *p, int64_t b0, int64_t b1, int chunk)
+{
+	const wino_job *j = p;
+	const tl_conv_shape *s = j->s;
+	wino_job	lj = *j;
+
+	lj.v = j->v + (int64_t) chunk * XI * FUSE_TILES * (s->c + s->oc);
+	lj.m = lj.v + (int64_t) XI * FUSE_TILES * s->c;
+	for (int64_t b = b0; b < b1; b++)
+	{
+		const int64_t t0 = b * FUSE_TILES,
+					t1 = t0 + FUSE_TILES < j->T ? t0 + FUSE_TILES : j->T;
+
+		lj.t_base = t0;
+		lj.T = t1 - t0;
+		input_range(&lj, t0, t1, chunk);
+		forward_gemms(&lj, 0, XI, chunk);
+		output_range(&lj, t0, t1, chunk);
+	}
+}
+
 void
 tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const tl_conv_shape *s)
 {
@@ -570,9 +658,154 @@ tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const t
 	j.x = x;
 	j.u = u;
 	j.y = y;
+	if (j.T >= FUSE_MIN_TILES)
+	{
+		const int64_t blocks = (j.T + FUSE_TILES - 1) / FUSE_TILES,
+					slices = j.T / FUSE_TILES;	/* thread slices the workspace holds */
+
+		/* the choice and the blocks do not depend on the thread count: nor do the results */
+		tl_parallel_for(blocks, (blocks + slices - 1) / slices, fused_forward_range, &j);
+		return;
+	}
 	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
 	tl_parallel_for(XI, 1, forward_gemms, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
+}
+
+/*
+ * Fused backward, for the same convs as the fused forward when their
+ * weight gradient needs no double chunks (T <= TL_WGRAD_CHUNK): blocks of
+ * whole tile rows (about FUSE_TILES tiles), each through input and dY
+ * transforms, dU partial += V^T dM (per thread, in wtmp), dV = dM U^T and
+ * the dx scatter, in the thread's cache-sized workspace slice.  Adjacent
+ * blocks' patches overlap, so even blocks run first, then odd ones.  dx is
+ * summed in the same order at any thread count; dU's partial sums depend on
+ * the thread count, as the im2col weight gradient's do.
+ */
+static bool
+fuse_backward(const wino_job *j, int parts)
+{
+	return j->T >= FUSE_MIN_TILES && j->T <= TL_WGRAD_CHUNK && parts >= 1;
+}
+
+static void
+fused_backward_range(void *p, int64_t b0, int64_t b1, int chunk)
+{
+	const wino_job *j = p;
+	const tl_conv_shape *s = j->s;
+	const int	C = s->c,
+				OC = s->oc;
+	const int64_t plane = (int64_t) C * OC;
+	const int64_t rows = (int64_t) s->n * j->th;
+	const int64_t R = j->fuse_rows;
+	wino_job	lj = *j;
+	float	   *du = j->want_dw ? j->wtmp + (int64_t) chunk * XI * plane : NULL;
+	float		sink[XI][CB];
+
+	memset(sink, 0, sizeof(sink));
+
+	lj.v = j->v + (int64_t) chunk * j->fuse_slice;
+	lj.m = lj.v + XI * R * j->tw * C;
+	for (int64_t k = b0; k < b1; k++)
+	{
+		const int64_t b = 2 * k + j->parity,
+					g0 = b * R,
+					g1 = g0 + R < rows ? g0 + R : rows;
+		const int64_t t0 = g0 * j->tw,
+					t1 = g1 * j->tw;
+
+		lj.t_base = t0;
+		lj.T = t1 - t0;
+		if (j->want_dw)
+			input_range(&lj, t0, t1, chunk);
+		dy_range(&lj, t0, t1, chunk);
+		for (int xi = 0; xi < XI; xi++)
+		{
+			float	   *v = lj.v + xi * lj.T * C;
+			const float *dm = lj.m + xi * lj.T * OC;
+
+			if (j->want_dw)
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int) lj.T, 1.0f,
+							v, C, dm, OC, 1.0f, du + xi * plane, OC);
+			if (j->want_dx)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) lj.T, C, OC, 1.0f,
+							dm, OC, j->u + xi * plane, OC, 0.0f, v, C);
+		}
+		if (j->want_dx)
+			for (int64_t g = g0; g < g1; g++)
+				scatter_row(&lj, (int) (g / j->th), (int) (g % j->th), sink);
+	}
+}
+
+typedef struct sum_job
+{
+	float	   *dst;
+	const float *src;
+	int64_t		n;				/* floats per partial */
+	int			parts;
+} sum_job;
+
+/* dst = the partials summed in order, over a slice of elements */
+static void
+sum_partials(void *p, int64_t i0, int64_t i1, int chunk)
+{
+	sum_job    *j = p;
+
+	for (int64_t i = i0; i < i1; i++)
+	{
+		float		v = j->src[i];
+
+		for (int t = 1; t < j->parts; t++)
+			v += j->src[t * j->n + i];
+		j->dst[i] = v;
+	}
+}
+
+static void
+zero_floats(void *p, int64_t i0, int64_t i1, int chunk)
+{
+	memset((float *) p + i0, 0, (size_t) (i1 - i0) * sizeof(float));
+}
+
+static void
+fused_backward(wino_job *j, float *dx, float *dw, int parts, bool accumulate)
+{
+	const tl_conv_shape *s = j->s;
+	const int64_t rows = (int64_t) s->n * j->th;
+	const int64_t plane = (int64_t) s->c * s->oc;
+	int64_t		blocks,
+				fit;
+
+	j->fuse_rows = FUSE_TILES / j->tw > 1 ? FUSE_TILES / j->tw : 1;
+	j->fuse_slice = XI * j->fuse_rows * j->tw * (s->c + s->oc);
+	blocks = (rows + j->fuse_rows - 1) / j->fuse_rows;
+	fit = XI * j->T * (s->c + s->oc) / j->fuse_slice;	/* slices the workspace holds */
+	if (fit > parts)
+		fit = parts;			/* and wtmp: one dU partial per slice */
+	if (dw)
+		tl_parallel_for(parts * XI * plane, 4096, zero_floats, j->wtmp);
+	if (dx)
+	{
+		j->y = dx;
+		if (!accumulate)
+			tl_parallel_for((int64_t) s->n * s->h, 4, zero_rows, j);
+	}
+	/* even blocks, then odd ones: blocks of one parity have disjoint patches */
+	for (j->parity = 0; j->parity < 2; j->parity++)
+	{
+		const int64_t nb = (blocks - j->parity + 1) / 2;
+
+		if (nb > 0)
+			tl_parallel_for(nb, (nb + fit - 1) / fit, fused_backward_range, j);
+	}
+	if (dw)
+	{
+		sum_job		sj = {.dst = j->du, .src = j->wtmp, .n = XI * plane, .parts = parts};
+		weight_job	wj = {.dw = dw, .du = j->du, .c = s->c, .oc = s->oc};
+
+		tl_parallel_for(XI * plane, 4096, sum_partials, &sj);
+		tl_parallel_for(s->c, 4, weight_grad_range, &wj);
+	}
 }
 
 void
@@ -609,6 +842,11 @@ tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, cons
 	j.want_dx = dx != NULL;
 	if (parts < 1)
 		parts = 1;
+	if (fuse_backward(&j, parts) && (wtmp || !dw))
+	{
+		fused_backward(&j, dx, dw, parts, accumulate);
+		return;
+	}
 	if (j.want_dw)
 		tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, dy_range, &j);
@@ -618,7 +856,7 @@ tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, cons
 	{
 		weight_job	wj = {.dw = dw, .du = j.du, .c = s->c, .oc = s->oc};
 
-		tl_parallel_for((s->oc + OB - 1) / OB, 1, weight_grad_range, &wj);
+		tl_parallel_for(s->c, 4, weight_grad_range, &wj);
 	}
 	if (dx)
 	{

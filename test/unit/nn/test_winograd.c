@@ -119,6 +119,48 @@ check_shape(int n, int h, int w, int c, int oc, int threads)
 	free(wacc);
 }
 
+/* The forward is computed in fixed tile blocks when tiles are many: bitwise the same at any thread count. */
+static void
+check_threads_bitwise(int n, int h, int w, int c, int oc)
+{
+	tl_conv_shape s = {n, h, w, c, oc, 3, 1, 1, h, w};
+	const int64_t nx = (int64_t) n * h * w * c,
+				ny = (int64_t) n * h * w * oc;
+	float	   *x = randu(nx, 1),
+			   *u = randu(16 * (int64_t) c * oc, 1),
+			   *ws = randu(tl_winograd_workspace(&s, true), 1),
+			   *y1 = randu(ny, 1),
+			   *y = randu(ny, 1),
+			   *dy = randu(ny, 1),
+			   *dx1 = randu(nx, 1),
+			   *dx = randu(nx, 1);
+	bool		same = true,
+				same_dx = true;
+
+	tl_set_num_threads(1);
+	tl_winograd_forward(y1, x, u, ws, &s);
+	tl_winograd_backward(dx1, NULL, dy, x, u, ws, NULL, NULL, 1, &s, false);
+	for (int t = 2; t <= 3; t++)
+	{
+		tl_set_num_threads(t);
+		tl_winograd_forward(y, x, u, ws, &s);
+		same = same && memcmp(y, y1, (size_t) ny * sizeof(float)) == 0;
+		tl_winograd_backward(dx, NULL, dy, x, u, ws, NULL, NULL, t, &s, false);
+		same_dx = same_dx && memcmp(dx, dx1, (size_t) nx * sizeof(float)) == 0;
+	}
+	ok(same, "forward n%d %dx%d c%d->%d (%lld tiles): bitwise the same at 1, 2 and 3 threads",
+	   n, h, w, c, oc, (long long) tl_winograd_tiles(&s));
+	ok(same_dx, "dx n%d %dx%d c%d->%d: bitwise the same at 1, 2 and 3 threads", n, h, w, c, oc);
+	free(x);
+	free(u);
+	free(ws);
+	free(y1);
+	free(y);
+	free(dy);
+	free(dx1);
+	free(dx);
+}
+
 int
 main(void)
 {
@@ -140,6 +182,13 @@ main(void)
 	/* 2 * 65 * 65 = 8450 tiles > TL_WGRAD_CHUNK: dU summed in double chunks */
 	check_shape(2, 130, 130, 3, 4, 2);
 	check_shape(2, 130, 130, 3, 4, 1);
+	/* many tiles (the fused forward), odd edges, channels past one block */
+	check_shape(1, 45, 47, 70, 66, 2);
+	check_shape(1, 45, 47, 70, 66, 3);
+	check_threads_bitwise(1, 45, 47, 70, 66);
+	check_threads_bitwise(4, 56, 56, 64, 64);	/* layer1 at batch 4 */
+	check_shape(4, 56, 56, 64, 64, 2);
+	check_shape(4, 28, 28, 128, 128, 3);	/* layer2 at batch 4, 3 threads */
 	tl_set_num_threads(1);
 	return tap_done();
 }
