@@ -379,6 +379,24 @@ tl_store_load(int64 model_id, TlModelInfo *info)
 	return sd;
 }
 
+void
+tl_store_check(int64 model_id, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext view_cxt;
+	TlModelInfo local;
+	tl_state_dict view;
+	tl_resnet_config cfg;
+
+	if (!info)
+		info = &local;
+	view_cxt = AllocSetContextCreate(caller, "transfer model check", ALLOCSET_DEFAULT_SIZES);
+	read_tensor_shapes(model_id, info, caller, view_cxt, &view);
+	check_state_dict(&view, info, &cfg);
+	SPI_finish();
+	MemoryContextDelete(view_cxt);
+}
+
 tl_resnet *
 tl_store_load_network(int64 model_id, TlModelInfo *info)
 {

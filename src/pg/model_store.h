@@ -60,6 +60,14 @@ void		tl_store_info(int64 model_id, TlModelInfo *info);
 tl_state_dict *tl_store_load(int64 model_id, TlModelInfo *info);
 
 /*
+ * The checks of tl_store_load (every key and shape against a ResNet-18, the
+ * row's width and classes, each tensor's byte count) without reading the
+ * weights: what tl_train needs to accept a base model before its worker
+ * loads it.  info (may be NULL) is filled as by tl_store_info.
+ */
+void		tl_store_check(int64 model_id, TlModelInfo *info);
+
+/*
  * A new network with a model's weights loaded, for prediction: the same
  * checks as tl_store_load, without a state dict left over.  The network is
  * malloc'd and the caller's to tl_resnet_free (also when a later step

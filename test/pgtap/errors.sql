@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(55);
+SELECT plan(59);
 
 -- caught(q): the SQLSTATE, hint and detail of the error q raises (NULLs
 -- when none).  err(q): 'SQLSTATE hint' or 'SQLSTATE no hint', or 'no error';
@@ -159,6 +159,24 @@ SELECT is(pg_temp.err($$SELECT tl_evaluate('e_model', 'e_bad', 'train')$$),
 	'22P03 hint', 'tl_evaluate: corrupt image with a hint');
 SELECT doesnt_match(pg_temp.hint($$SELECT tl_evaluate('e_model', 'e_bad', 'train')$$),
 	'tl_try_predict', 'tl_evaluate''s decode hint does not name tl_try_predict');
+
+-- ---- a stored base model that is not a ResNet-18 (tampered tensors) is refused
+-- before a worker starts; tl_train checks keys, shapes and byte counts without
+-- reading the weights
+SELECT FROM tl_import_weights('e_base_bad',
+	pg_read_binary_file(:'fx' || '/predict/predict_a.safetensors'), ARRAY['ants', 'bees']);
+DELETE FROM tl_model_tensors
+WHERE model_id = (SELECT id FROM tl_stored_models WHERE name = 'e_base_bad') AND key = 'bn1.running_var';
+SELECT is(pg_temp.err($$SELECT tl_train('finetune', 'e_good', base_model => 'e_base_bad')$$),
+	'42809 hint', 'tl_train: a base model with a missing tensor is not a ResNet-18 (42809, hint)');
+SELECT matches((SELECT detail FROM pg_temp.caught($$SELECT tl_train('finetune', 'e_good', base_model => 'e_base_bad')$$)),
+	'bn1.running_var', 'the detail names the missing key');
+INSERT INTO tl_model_tensors (model_id, key, position, shape, data)
+SELECT model_id, 'bn1.running_var', 999, shape, substr(data, 1, 5)
+FROM tl_model_tensors WHERE model_id = (SELECT id FROM tl_stored_models WHERE name = 'e_base_bad') AND key = 'bn1.running_mean';
+SELECT is(left(pg_temp.err($$SELECT tl_train('finetune', 'e_good', base_model => 'e_base_bad')$$), 2),
+	'XX', 'tl_train: a base model whose tensor bytes do not match its shape is refused (data corrupted)');
+SELECT is((SELECT count(*)::int FROM tl_runs WHERE args->>'base_model' = 'e_base_bad'), 0, 'no run was recorded for either');
 
 -- ---- tl_deploy(NULL) is an error, not a silent "undeploy"
 SELECT is(pg_temp.err($$SELECT tl_deploy(NULL)$$), '22004 hint', 'tl_deploy(NULL): 22004 with a hint');

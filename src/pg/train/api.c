@@ -168,12 +168,12 @@ resolve_base_model(tl_run_args *args)
 				 errhint(TL_HINT_SEE_MODELS)));
 	}
 
-	/* Loading checks every key and shape against ResNet-18; free it right after. */
+	/* Every key and shape against ResNet-18; the worker reads the weights. */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "tl_train base model check", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		(void) tl_store_load(args->base_model_id, &info);
+		tl_store_check(args->base_model_id, &info);
 	}
 	PG_CATCH();
 	{
