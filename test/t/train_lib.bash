@@ -33,3 +33,18 @@ hymenoptera_subset() {
 	done
 	chmod -R a+rX "$TL_REPO/build/test-data"
 }
+
+# same_as_ref RUN: "<epoch rows equal to run $ref's> <epoch rows of RUN>
+# <model tensors equal to $ref's>", for resume tests that compare a resumed
+# run with an uninterrupted reference run (bitwise at the same thread count).
+same_as_ref() {
+	q -c "SELECT (SELECT count(*) FILTER (WHERE a.loss = b.loss AND a.acc = b.acc AND a.lr = b.lr)
+				  FROM tl_run_epochs a JOIN tl_run_epochs b USING (epoch, phase)
+				  WHERE a.run = $ref AND b.run = $1)
+			|| ' ' || (SELECT count(*) FROM tl_run_epochs WHERE run = $1)
+			|| ' ' ||
+			(SELECT count(*) FILTER (WHERE a.data = b.data)
+			 FROM tl_model_tensors a JOIN tl_model_tensors b USING (key)
+			 WHERE a.model_id = (SELECT model_id FROM tl_runs WHERE id = $ref)
+			   AND b.model_id = (SELECT model_id FROM tl_runs WHERE id = $1))"
+}

@@ -23,18 +23,6 @@ createdb "$db" && q -c 'CREATE EXTENSION transfer' \
 ok $? "database with 70 images and a base model"
 
 ARGS="base_model => 'fe-base', image_size => 64, batch_size => 8, epochs => 10, seed => 9"
-same_as_ref() {		# epoch rows equal to the reference's, their count, equal model tensors
-	q -c "SELECT (SELECT count(*) FILTER (WHERE a.loss = b.loss AND a.acc = b.acc AND a.lr = b.lr)
-				  FROM tl_run_epochs a JOIN tl_run_epochs b USING (epoch, phase)
-				  WHERE a.run = $ref AND b.run = $1)
-			|| ' ' || (SELECT count(*) FROM tl_run_epochs WHERE run = $1)
-			|| ' ' ||
-			(SELECT count(*) FILTER (WHERE a.data = b.data)
-			 FROM tl_model_tensors a JOIN tl_model_tensors b USING (key)
-			 WHERE a.model_id = (SELECT model_id FROM tl_runs WHERE id = $ref)
-			   AND b.model_id = (SELECT model_id FROM tl_runs WHERE id = $1))"
-}
-
 ref=$(q -c "SELECT tl_train('feature_extractor', 'fe', $ARGS, model_name => 'ref', wait => true)" 2>/dev/null | tail -n 1)
 is "$(q -c "SELECT status FROM tl_runs WHERE id = '$ref'")" succeeded "the uninterrupted reference run succeeded"
 tensors=$(q -c "SELECT count(*) FROM tl_model_tensors WHERE model_id = (SELECT model_id FROM tl_runs WHERE id = $ref)")
