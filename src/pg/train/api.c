@@ -122,9 +122,7 @@ dataset_image_bytes(const char *dataset, tl_data_size *size)
 				tl_pg_raise_bad_image(id, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 									  psprintf("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
 											   (long long) id, dataset, w, h));
-			size->bytes += VARSIZE_ANY_EXHDR(img);
-			size->max_decoded = Max(size->max_decoded, 3.0 * w * h);
-			size->n++;
+			tl_data_size_add(size, VARSIZE_ANY_EXHDR(img), w, h);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();

@@ -24,7 +24,6 @@
 typedef struct decode_job
 {
 	const tl_blob *images;
-	const int64 *ids;
 	int64		max_pixels;
 	double	   *decoded;		/* bytes of each decoded image */
 	tl_code    *rc;
@@ -56,7 +55,6 @@ tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_deco
 	if (n <= 0)
 		return;
 	j.images = images;
-	j.ids = ids;
 	j.max_pixels = tl_guc_max_image_pixels;
 	j.decoded = palloc(sizeof(double) * n);
 	j.rc = palloc(sizeof(tl_code) * n);

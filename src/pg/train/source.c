@@ -349,9 +349,7 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 				too_big++;
 				continue;
 			}
-			size->bytes += VARSIZE_ANY_EXHDR(img);
-			size->max_decoded = Max(size->max_decoded, 3.0 * w * h);
-			size->n++;
+			tl_data_size_add(size, VARSIZE_ANY_EXHDR(img), w, h);
 			if (n == cap)
 			{
 				cap = cap ? cap * 2 : 256;

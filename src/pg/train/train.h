@@ -114,6 +114,15 @@ typedef struct tl_data_size
 	int64		n;
 } tl_data_size;
 
+/* Count one image of len compressed bytes and w x h pixels. */
+static inline void
+tl_data_size_add(tl_data_size *size, size_t len, int w, int h)
+{
+	size->bytes += len;
+	size->max_decoded = Max(size->max_decoded, 3.0 * w * h);
+	size->n++;
+}
+
 /* data.c: one dataset as a run sees it. */
 typedef struct tl_dataset_info
 {
