@@ -60,6 +60,7 @@ typedef struct wino_job
 	int			parity;			/* dx scatter pass */
 	bool		want_dw,
 				want_dx;
+	bool		eval;			/* forward GEMMs by tl_sgemm_nn (forward_gemms_eval) */
 } wino_job;
 
 bool
@@ -644,13 +645,16 @@ fused_forward_range(void *p, int64_t b0, int64_t b1, int chunk)
 		lj.t_base = t0;
 		lj.T = t1 - t0;
 		input_range(&lj, t0, t1, chunk);
-		forward_gemms(&lj, 0, XI, chunk);
+		if (j->eval)
+			forward_gemms_eval(&lj, 0, XI, chunk);
+		else
+			forward_gemms(&lj, 0, XI, chunk);
 		output_range(&lj, t0, t1, chunk);
 	}
 }
 
-void
-tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const tl_conv_shape *s)
+static void
+forward(float *y, const float *x, const float *u, float *ws, const tl_conv_shape *s, bool eval)
 {
 	wino_job	j;
 
@@ -658,6 +662,7 @@ tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const t
 	j.x = x;
 	j.u = u;
 	j.y = y;
+	j.eval = eval;
 	if (j.T >= FUSE_MIN_TILES)
 	{
 		const int64_t blocks = (j.T + FUSE_TILES - 1) / FUSE_TILES,
@@ -668,8 +673,14 @@ tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const t
 		return;
 	}
 	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
-	tl_parallel_for(XI, 1, forward_gemms, &j);
+	tl_parallel_for(XI, 1, eval ? forward_gemms_eval : forward_gemms, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
+}
+
+void
+tl_winograd_forward(float *y, const float *x, const float *u, float *ws, const tl_conv_shape *s)
+{
+	forward(y, x, u, ws, s, false);
 }
 
 /*
@@ -808,19 +819,16 @@ fused_backward(wino_job *j, float *dx, float *dw, int parts, bool accumulate)
 	}
 }
 
+/*
+ * Eval forwards fuse the same convs in the same blocks; tl_sgemm_nn sums
+ * each output over k in order whatever the block, so fused or not the
+ * results are the same bits.
+ */
 void
 tl_winograd_forward_eval(float *y, const float *x, const float *u, float *ws,
 						 const tl_conv_shape *s)
 {
-	wino_job	j;
-
-	init_job(&j, s, ws);
-	j.x = x;
-	j.u = u;
-	j.y = y;
-	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
-	tl_parallel_for(XI, 1, forward_gemms_eval, &j);
-	tl_parallel_for(j.T, TILE_GRAIN, output_range, &j);
+	forward(y, x, u, ws, s, true);
 }
 
 void

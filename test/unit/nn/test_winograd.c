@@ -161,6 +161,44 @@ check_threads_bitwise(int n, int h, int w, int c, int oc)
 	free(dx);
 }
 
+/*
+ * Eval forwards of many tiles run in fused blocks too; tl_sgemm_nn sums each
+ * output over k in one order whatever the block, so a batch computed fused
+ * is bitwise its images computed one by one, unfused (under 512 tiles each).
+ */
+static void
+check_eval_fused_bitwise(int n, int h, int w, int c, int oc)
+{
+	tl_conv_shape s = {n, h, w, c, oc, 3, 1, 1, h, w};
+	tl_conv_shape one = {1, h, w, c, oc, 3, 1, 1, h, w};
+	const int64_t nx1 = (int64_t) h * w * c,
+				ny1 = (int64_t) h * w * oc;
+	float	   *x = randu(n * nx1, 1),
+			   *u = randu(16 * (int64_t) c * oc, 1),
+			   *ws = randu(tl_winograd_workspace(&s, false), 1),
+			   *y = randu(n * ny1, 1),
+			   *y1 = randu(ny1, 1);
+	bool		same = true;
+
+	tl_set_num_threads(2);
+	tl_winograd_forward_eval(y, x, u, ws, &s);
+	for (int i = 0; i < n; i++)
+	{
+		tl_winograd_forward_eval(y1, x + i * nx1, u, ws, &one);
+		same = same && memcmp(y + i * ny1, y1, (size_t) ny1 * sizeof(float)) == 0;
+	}
+	ok(tl_winograd_tiles(&one) < 512 && tl_winograd_tiles(&s) >= 512,
+	   "eval: %lld tiles per image (unfused), %lld in the batch (fused)",
+	   (long long) tl_winograd_tiles(&one), (long long) tl_winograd_tiles(&s));
+	ok(same, "eval forward n%d %dx%d c%d->%d: the fused batch is bitwise its images one by one",
+	   n, h, w, c, oc);
+	free(x);
+	free(u);
+	free(ws);
+	free(y);
+	free(y1);
+}
+
 int
 main(void)
 {
@@ -189,6 +227,8 @@ main(void)
 	check_threads_bitwise(4, 56, 56, 64, 64);	/* layer1 at batch 4 */
 	check_shape(4, 56, 56, 64, 64, 2);
 	check_shape(4, 28, 28, 128, 128, 3);	/* layer2 at batch 4, 3 threads */
+	check_eval_fused_bitwise(2, 39, 40, 70, 66);	/* odd edges, channels past one block */
+	check_eval_fused_bitwise(4, 28, 28, 64, 64);	/* layer1 of a 112x112 input at batch 4 */
 	tl_set_num_threads(1);
 	return tap_done();
 }
