@@ -17,6 +17,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "storage/itemptr.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -26,9 +27,11 @@
 #include "utils/timestamp.h"
 
 #include "model_cache.h"
+#include "model_file.h"
 #include "image/tl_image.h"
 #include "model_store.h"
 #include "pg_error.h"
+#include "predict_threads.h"
 #include "transfer_pg.h"
 
 /*
@@ -318,11 +321,44 @@ load_model(const model_identity *ident)
 	TlModelInfo info;
 	tl_error	err;
 	tl_cached_model *m;
+	tl_model_file_key fkey;
+	bool		from_file;
 
 	loadcxt = AllocSetContextCreate(CurrentMemoryContext, "transfer model load",
 									ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(loadcxt);
-	net = tl_store_load_network(ident->id, &info);	/* checked like tl_store_load */
+	tl_predict_use_threads();	/* a new network's memory is faulted in on them */
+	fkey.database = MyDatabaseId;
+	fkey.id = ident->id;
+	fkey.xmin = ident->xmin;
+	fkey.ctid = ident->ctid;
+	fkey.tensors_version = ident->tensors_version;
+	fkey.algo = tl_get_conv_algorithm();
+	/* another process may have built it already (model_file.c) */
+	net = tl_model_file_open(&fkey);
+	if (net != NULL)
+	{
+		const tl_resnet_config *cfg = tl_resnet_get_config(net);
+
+		PG_TRY();
+		{
+			tl_store_info(ident->id, &info);
+		}
+		PG_CATCH();
+		{
+			tl_resnet_free(net);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		if (cfg->num_classes != info.num_classes || cfg->base_width != info.base_width)
+		{
+			tl_resnet_free(net);
+			net = NULL;
+		}
+	}
+	from_file = net != NULL;
+	if (net == NULL)
+		net = tl_store_load_network(ident->id, &info);	/* checked like tl_store_load */
 	MemoryContextSwitchTo(oldcxt);
 
 	m = calloc(1, sizeof(tl_cached_model));
@@ -373,6 +409,20 @@ load_model(const model_identity *ident)
 		free_entry(m);
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory loading a model")));
+	}
+	/* for the next process: its weights built for eval forwards, as its first call would */
+	if (!from_file)
+	{
+		PG_TRY();
+		{
+			tl_model_file_save(&fkey, m->net);
+		}
+		PG_CATCH();
+		{
+			free_entry(m);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 	}
 	m->bytes = sizeof(*m) + tl_resnet_planned_bytes(m->net) +
 		(size_t) info.image_size * info.image_size * 3 * sizeof(float) +

@@ -330,14 +330,17 @@ read_tensor_shapes(int64 model_id, TlModelInfo *info, MemoryContext info_cxt,
  * parameter for (num_batches_tracked) are skipped.
  */
 static void
-copy_tensor_into(tl_resnet *net, uint64 r, const char *key)
+copy_tensor_into(tl_resnet *net, uint64 r, const char *key, bool skip_fc)
 {
 	bool		isnull;
 	Datum		raw = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3, &isnull);
 	int64_t		numel;
-	float	   *dst = tl_resnet_param(net, key, &numel);
+	float	   *dst;
 	bytea	   *data;
 
+	if (skip_fc && strncmp(key, "fc.", 3) == 0)
+		return;
+	dst = tl_resnet_param(net, key, &numel);
 	if (dst == NULL || isnull)
 		return;
 	data = DatumGetByteaPP(raw);
@@ -397,6 +400,29 @@ tl_store_check(int64 model_id, TlModelInfo *info)
 	MemoryContextDelete(view_cxt);
 }
 
+void
+tl_store_load_into(int64 model_id, tl_resnet *net, unsigned flags, TlModelInfo *info)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext view_cxt;
+	TlModelInfo local;
+	tl_state_dict view;
+	tl_resnet_config cfg;
+	tl_error	err;
+
+	if (!info)
+		info = &local;
+	view_cxt = AllocSetContextCreate(caller, "transfer model load", ALLOCSET_DEFAULT_SIZES);
+	read_tensor_shapes(model_id, info, caller, view_cxt, &view);
+	check_state_dict(&view, info, &cfg);
+	if (tl_resnet_validate_state_dict(net, &view, flags, &err) != TL_OK)
+		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
+	for (int r = 0; r < view.n; r++)
+		copy_tensor_into(net, (uint64) r, view.tensors[r].name, (flags & TL_LOAD_SKIP_FC) != 0);
+	SPI_finish();
+	MemoryContextDelete(view_cxt);
+}
+
 tl_resnet *
 tl_store_load_network(int64 model_id, TlModelInfo *info)
 {
@@ -451,7 +477,7 @@ tl_store_load_network(int64 model_id, TlModelInfo *info)
 	PG_TRY();
 	{
 		for (int r = 0; r < view.n; r++)
-			copy_tensor_into(net, (uint64) r, view.tensors[r].name);
+			copy_tensor_into(net, (uint64) r, view.tensors[r].name, false);
 	}
 	PG_CATCH();
 	{

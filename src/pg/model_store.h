@@ -76,6 +76,17 @@ void		tl_store_check(int64 model_id, TlModelInfo *info);
 tl_resnet  *tl_store_load_network(int64 model_id, TlModelInfo *info);
 
 /*
+ * Copy a stored model's weights into an existing network, as
+ * tl_resnet_load_state_dict(net, flags) would from tl_store_load's dict,
+ * with the same checks, but without the dict: each tensor goes from the
+ * table straight into net (the base model of a training run).  Keys the
+ * network has no tensor for (num_batches_tracked) are skipped; with
+ * TL_LOAD_SKIP_FC so is fc.*, which may then differ in shape.  info (may be
+ * NULL) is filled as by tl_store_info.
+ */
+void		tl_store_load_into(int64 model_id, tl_resnet *net, unsigned flags, TlModelInfo *info);
+
+/*
  * Save a state dict as a new model and return its id.  The dict is checked
  * with tl_resnet_check_state_dict; num_batches_tracked entries are not
  * stored.  classes: n_classes names in index order, which must equal fc's

@@ -26,6 +26,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 
+#include "image_datum.h"
 #include "model_cache.h"
 #include "predict.h"
 #include "pg_error.h"
@@ -487,13 +488,13 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			{
 				/* tl_train's rules: rows without an image or label, or with unusable bytes, are skipped */
 				tl_image_format fmt;
+				size_t		len;
 				int			w,
 							h;
 				tl_error	e;
 
 				if (isnull || label == NULL || label[0] == '\0' ||
-					tl_image_probe((const uint8_t *) VARDATA_ANY(DatumGetByteaPP(imgd)),
-								   VARSIZE_ANY_EXHDR(DatumGetByteaPP(imgd)), &fmt, &w, &h, &e) != TL_OK ||
+					tl_probe_image_datum(imgd, &len, &fmt, &w, &h, &e) != TL_OK ||
 					(int64) w * h > tl_guc_max_image_pixels)
 				{
 					skipped++;

@@ -25,6 +25,8 @@ int			tl_guc_model_cache_size = 2;
 int			tl_guc_train_threads = 2;
 int			tl_guc_train_memory_limit = 4096;
 int			tl_guc_conv_algorithm = TL_CONV_WINOGRAD;
+static int	tl_guc_thread_spin_us = TL_DEFAULT_SPIN_US;
+bool		tl_guc_model_files = true;
 
 static const struct config_enum_entry conv_algorithm_options[] = {
 	{"winograd", TL_CONV_WINOGRAD, false},
@@ -36,6 +38,12 @@ static void
 assign_blas_threads(int newval, void *extra)
 {
 	tl_set_num_threads(newval);
+}
+
+static void
+assign_thread_spin(int newval, void *extra)
+{
+	tl_set_spin_us(newval);
 }
 
 static void
@@ -84,6 +92,25 @@ _PG_init(void)
 							&tl_guc_predict_threads,
 							0, 0, 64,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("transfer.thread_spin_us",
+							"Microseconds an idle compute thread spins before it sleeps.",
+							"The compute threads of a prediction or training run hand work to "
+							"each other many times per image; spinning briefly saves waking a "
+							"sleeping thread each time.  Set 0 on a host whose cores are all "
+							"busy with other work, where a spinning thread only takes time from them.",
+							&tl_guc_thread_spin_us,
+							TL_DEFAULT_SPIN_US, 0, 10000,
+							PGC_USERSET, 0, NULL, assign_thread_spin, NULL);
+
+	DefineCustomBoolVariable("transfer.model_files",
+							 "Whether processes share loaded models through files in the temporary-files directory.",
+							 "The first process to load a model for prediction writes it, built, to "
+							 "base/pgsql_tmp (about 120 MB per model, at most 8 files); later processes "
+							 "map that file instead of building their own.  Removed when the server starts.",
+							 &tl_guc_model_files,
+							 true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.model_cache_size",
 							"Models each process keeps loaded for prediction.",

@@ -11,6 +11,7 @@ extern int	tl_guc_model_cache_size;
 extern int	tl_guc_train_threads;
 extern int	tl_guc_train_memory_limit;	/* MB, 0 = no limit */
 extern int	tl_guc_conv_algorithm;	/* tl_conv_algorithm */
+extern bool tl_guc_model_files;	/* model_file.c */
 
 /* train/debug_pause.c: defines transfer.debug_pause_at (for tests only) */
 extern void tl_debug_pause_define_guc(void);

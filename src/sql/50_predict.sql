@@ -1,8 +1,10 @@
 -- Prediction: tl_predict and friends, tl_evaluate, deployments, the tl_models view.
 -- The C functions only read (cached-plan lookups in the caller's snapshot),
--- so they are PARALLEL SAFE and work on a hot standby.  COST is high because
--- an inference costs tens of milliseconds: it makes the planner choose
--- parallel plans for queries that call them over many rows.
+-- so they are PARALLEL SAFE and work on a hot standby.  COST 10000 (25
+-- planner units a row, like 25 page reads) tells the planner an inference is
+-- expensive, so it chooses parallel plans for queries over large tables,
+-- and keeps a query under jit_above_cost up to ~4,000 rows: JIT gains
+-- nothing here and loading LLVM costs a session ~60 ms (docs/prediction.md).
 
 -- Deployment history: the newest row says which model tl_predict(img) uses.
 CREATE TABLE @extschema@.tl_deployments (
@@ -48,37 +50,37 @@ COMMENT ON FUNCTION @extschema@.tl_deploy(text) IS
 
 CREATE FUNCTION @extschema@.tl_predict(img bytea) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_predict(bytea) IS
 	'Class predicted for the image by the deployed model (before any deployment: the newest trained model).';
 
 CREATE FUNCTION @extschema@.tl_predict(img bytea, model text) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_predict(bytea, text) IS
 	'Class predicted for the image by the named model.';
 
 CREATE FUNCTION @extschema@.tl_try_predict(img bytea) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_try_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea) IS
 	'Like tl_predict(img), but NULL for an image that can''t be decoded (other errors still raise).';
 
 CREATE FUNCTION @extschema@.tl_try_predict(img bytea, model text) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_try_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea, text) IS
 	'Like tl_predict(img, model), but NULL for an image that can''t be decoded (other errors still raise).';
 
 CREATE FUNCTION @extschema@.tl_predict_proba(img bytea) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tl_predict_proba'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea) IS
 	'Probability of every class (softmax of the logits) as {"class": probability}, by the default model.';
 
 CREATE FUNCTION @extschema@.tl_predict_proba(img bytea, model text) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tl_predict_proba'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea, text) IS
 	'Probability of every class (softmax of the logits) as {"class": probability}, by the named model.';
 
@@ -86,7 +88,7 @@ CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer,
 	OUT rank integer, OUT class text, OUT probability double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'tl_predict_topk'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000 ROWS 5;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000 ROWS 5;
 COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer) IS
 	'The k most probable classes by the default model, rank 1 first.';
 
@@ -94,7 +96,7 @@ CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer, model text,
 	OUT rank integer, OUT class text, OUT probability double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'tl_predict_topk'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 100000 ROWS 5;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000 ROWS 5;
 COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) IS
 	'The k most probable classes by the named model, rank 1 first.';
 

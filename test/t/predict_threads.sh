@@ -3,12 +3,13 @@
 # outside a parallel query the usable CPUs (at most 4) and every process of a
 # parallel query one thread; explicit values win; and the predictions are the
 # same whatever the thread count (every kernel splits its work without
-# changing any sum's order).
+# changing any sum's order), with or without the pool's spin-wait
+# (transfer.thread_spin_us).
 set -u
 . "$(dirname "$0")/../lib/predict_setup.sh"
 db=predict_threads
 
-echo "1..9"
+echo "1..12"
 predict_setup_db "$db"
 # Larger inputs than the fixtures' own 32/40 px, so every layer has enough
 # work to be split between threads.
@@ -41,8 +42,9 @@ n=$(q "$db" "SELECT count(*) FROM tl_images WHERE dataset = 'pthr'")
 is "$(psql -X -qAt -d "$db" -c "$PARALLEL" -c "$pq")" "1-1-$n" \
 	"automatic inside a parallel query: 1 thread in every worker and in the leader"
 
-digest() {			# digest THREADS: md5 of every probability of model predict_b
-	psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" -c "SET transfer.predict_threads = $1" -c "
+digest() {			# digest THREADS [SPIN_US]: md5 of every probability of model predict_b
+	psql -X -v ON_ERROR_STOP=1 -qAt -d "$db" -c "SET transfer.predict_threads = $1" \
+		-c "SET transfer.thread_spin_us = ${2:-100}" -c "
 		SELECT md5(string_agg(tl_predict_proba(img, 'predict_b')::text, ',' ORDER BY id))
 		FROM tl_images WHERE dataset = 'psynth'" | tail -n 1
 }
@@ -53,4 +55,11 @@ d3=$(digest 3)
 ok $? "1 thread predicts (digest $d1)"
 is "$d2" "$d1" "2 threads give exactly the probabilities of 1 thread"
 is "$d3" "$d1" "so do 3 threads"
+is "$(digest 2 0)" "$d1" "and 2 threads that sleep between loops instead of spinning (thread_spin_us = 0)"
+# (a C function first: the setting exists once the library is loaded)
+is "$(psql -X -qAt -d "$db" -c "SELECT tl_predict_threads()" -c "SHOW transfer.thread_spin_us" | tail -n 1)" "100" \
+	"transfer.thread_spin_us defaults to 100 (microseconds)"
+out=$(psql -X -qAt -d "$db" -c "SELECT tl_predict_threads()" -c "SET transfer.thread_spin_us = -1" 2>&1)
+[[ $out == *"-1 is outside the valid range"* ]]
+ok $? "a negative transfer.thread_spin_us is rejected"
 tap_exit

@@ -13,14 +13,28 @@
  * advice is ignored and nothing else changes.  Values are never affected.
  */
 #include "tl_nn_internal.h"
+#include "tl_resnet.h"
 
 #include <stdlib.h>
+#include <string.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
 
 #define TL_HUGE_PAGE ((size_t) 2 << 20)
 #define TL_HUGE_MIN_BYTES ((size_t) 4 << 20)
+
+static void
+zero_range(void *p, int64_t begin, int64_t end, int chunk)
+{
+	memset((char *) p + begin, 0, (size_t) (end - begin));
+}
+
+void
+tl_zero_parallel(void *p, size_t bytes)
+{
+	tl_parallel_for((int64_t) bytes, (int64_t) 1 << 20, zero_range, p);	/* 1 MB per slice at least */
+}
 
 void *
 tl_alloc_large(size_t bytes)

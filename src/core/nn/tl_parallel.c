@@ -8,6 +8,17 @@
  * remembers the pid that created it: a forked child (a PostgreSQL backend
  * forked from the postmaster) has no copies of the parent's threads, so it
  * abandons the inherited pool state and builds its own.
+ *
+ * Handoffs spin before they sleep.  A batch-1 forward pass is ~100
+ * parallel loops of 10-200 us each; waking a sleeping thread through a
+ * futex costs tens of microseconds on a virtual machine (perf over a
+ * predicting backend: 8% of its time in the kernel's wake-up path).  So a
+ * worker that finished a chunk, and a caller waiting for its workers, watch
+ * the pool's counters for up to TL_SPIN_NS before they block on the
+ * condition variables; a thread that blocks is woken as before.  The spin
+ * is bounded (tl_set_spin_us) and short against the gaps between loops
+ * that it covers.  On a host whose cores are oversubscribed a spinning
+ * thread takes time from others, so 0 turns it off.
  */
 #include "tl_nn_internal.h"
 #include "tl_resnet.h"
@@ -15,13 +26,24 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void) 0)
+#endif
 
 /* OpenBLAS's own API; declared here to avoid depending on cblas.h variants. */
 extern void openblas_set_num_threads(int num_threads);
+/* Only in its pthreads build (Debian's default); weak, so other builds load too. */
+extern int	blas_thread_shutdown_(void) __attribute__((weak));
 
 static int	tl_num_threads = 1;
 static pid_t tl_blas_pinned_pid;
+
+static int64_t tl_spin_ns = TL_DEFAULT_SPIN_US * 1000;
 
 typedef struct tl_pool
 {
@@ -51,6 +73,67 @@ static tl_pool *tl_the_pool;
 static tl_worker_arg tl_worker_args[TL_MAX_THREADS];
 static __thread bool tl_in_worker;
 
+static inline int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin up to tl_spin_ns while *p == v; true if it changed. */
+static bool
+spin_while_u64(const uint64_t *p, uint64_t v)
+{
+	int64_t		spin = __atomic_load_n(&tl_spin_ns, __ATOMIC_RELAXED);
+	int64_t		deadline = 0;
+
+	if (spin <= 0)
+		return false;
+	for (int i = 0;; i++)
+	{
+		if (__atomic_load_n(p, __ATOMIC_ACQUIRE) != v)
+			return true;
+		if ((i & 63) == 0)
+		{
+			int64_t		t = now_ns();
+
+			if (deadline == 0)
+				deadline = t + spin;
+			else if (t > deadline)
+				return false;
+		}
+		cpu_relax();
+	}
+}
+
+/* Spin up to tl_spin_ns while *p > 0; true if it reached 0. */
+static bool
+spin_while_positive(const int *p)
+{
+	int64_t		spin = __atomic_load_n(&tl_spin_ns, __ATOMIC_RELAXED);
+	int64_t		deadline = 0;
+
+	if (spin <= 0)
+		return false;
+	for (int i = 0;; i++)
+	{
+		if (__atomic_load_n(p, __ATOMIC_ACQUIRE) <= 0)
+			return true;
+		if ((i & 63) == 0)
+		{
+			int64_t		t = now_ns();
+
+			if (deadline == 0)
+				deadline = t + spin;
+			else if (t > deadline)
+				return false;
+		}
+		cpu_relax();
+	}
+}
+
 static inline void
 chunk_range(int64_t n, int nchunks, int i, int64_t *begin, int64_t *end)
 {
@@ -69,6 +152,12 @@ worker_main(void *p)
 	pthread_mutex_lock(&pool->lock);
 	for (;;)
 	{
+		if (!pool->shutdown && pool->generation == seen)
+		{
+			pthread_mutex_unlock(&pool->lock);
+			(void) spin_while_u64(&pool->generation, seen);
+			pthread_mutex_lock(&pool->lock);
+		}
 		while (!pool->shutdown && pool->generation == seen)
 			pthread_cond_wait(&pool->work, &pool->lock);
 		if (pool->shutdown)
@@ -85,7 +174,7 @@ worker_main(void *p)
 			pthread_mutex_unlock(&pool->lock);
 			fn(ctx, b, e, arg->index + 1);
 			pthread_mutex_lock(&pool->lock);
-			if (--pool->pending == 0)
+			if (__atomic_sub_fetch(&pool->pending, 1, __ATOMIC_RELEASE) == 0)
 				pthread_cond_signal(&pool->done);
 		}
 	}
@@ -184,13 +273,15 @@ tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx)
 	pool->n = n;
 	pool->nchunks = nchunks;
 	pool->pending = nchunks - 1;
-	pool->generation++;
+	__atomic_store_n(&pool->generation, pool->generation + 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&pool->work);
 	pthread_mutex_unlock(&pool->lock);
 
 	chunk_range(n, nchunks, 0, &b, &e);
 	fn(ctx, b, e, 0);
 
+	if (spin_while_positive(&pool->pending))
+		return nchunks;
 	pthread_mutex_lock(&pool->lock);
 	while (pool->pending > 0)
 		pthread_cond_wait(&pool->done, &pool->lock);
@@ -211,6 +302,16 @@ tl_blas_single_threaded(void)
 	if (tl_blas_pinned_pid != pid)
 	{
 		openblas_set_num_threads(1);
+
+		/*
+		 * Its thread pool, started when the library loads, is never used at
+		 * one thread, but its threads spin in sched_yield for ~0.1 s before
+		 * they sleep: in a new backend that is the time of its first
+		 * prediction, on the cores the prediction needs.  Stop them; OpenBLAS
+		 * starts them again itself if it is ever given more threads.
+		 */
+		if (blas_thread_shutdown_)
+			(void) blas_thread_shutdown_();
 		tl_blas_pinned_pid = pid;
 	}
 }
@@ -225,6 +326,12 @@ tl_set_num_threads(int n)
 	tl_num_threads = n;
 	tl_blas_pinned_pid = 0;
 	tl_blas_single_threaded();
+}
+
+void
+tl_set_spin_us(int us)
+{
+	__atomic_store_n(&tl_spin_ns, (int64_t) (us < 0 ? 0 : us) * 1000, __ATOMIC_RELAXED);
 }
 
 int

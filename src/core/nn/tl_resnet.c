@@ -164,7 +164,7 @@ reset_bn_buffers(tl_resnet *net)
 }
 
 tl_resnet *
-tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
+tl_resnet_alloc(const tl_resnet_config *cfg, tl_error *err)
 {
 	tl_resnet  *net;
 
@@ -193,6 +193,16 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 		tl_fail(err, TL_E_INTERNAL, "network layout exceeds its table");
 		return NULL;
 	}
+	return net;
+}
+
+tl_resnet *
+tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
+{
+	tl_resnet  *net = tl_resnet_alloc(cfg, err);
+
+	if (!net)
+		return NULL;
 	net->params = tl_alloc_large((size_t) net->nparams_total * sizeof(float));
 	/*
 	 * Both weight layouts are reserved, but only the pages of the algorithm in
@@ -207,7 +217,7 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 		tl_resnet_free(net);
 		return NULL;
 	}
-	memset(net->params, 0, (size_t) net->nparams_total * sizeof(float));
+	tl_zero_parallel(net->params, (size_t) net->nparams_total * sizeof(float));
 	reset_bn_buffers(net);
 	net->params_version = 1;
 	return net;
@@ -218,10 +228,15 @@ tl_resnet_free(tl_resnet *net)
 {
 	if (!net)
 		return;
-	free(net->params);
+	if (net->map_release)
+		net->map_release(net->map_base, net->map_bytes);
+	else
+	{
+		free(net->params);
+		free(net->wpack);
+		free(net->wino);
+	}
 	free(net->grads);
-	free(net->wpack);
-	free(net->wino);
 	free(net->arena);
 	free(net);
 }
@@ -422,6 +437,12 @@ tl_resnet_load_state_dict(tl_resnet *net, const tl_state_dict *sd, unsigned flag
 tl_state_dict *
 tl_resnet_state_dict(const tl_resnet *net, tl_error *err)
 {
+	return tl_resnet_state_dict_some(net, NULL, err);
+}
+
+tl_state_dict *
+tl_resnet_state_dict_some(const tl_resnet *net, bool (*copy) (const char *key), tl_error *err)
+{
 	tl_state_dict *sd = tl_sd_new(err);
 
 	if (!sd)
@@ -429,8 +450,13 @@ tl_resnet_state_dict(const tl_resnet *net, tl_error *err)
 	for (int e = 0; e < net->nentries; e++)
 	{
 		const tl_param_entry *pe = &net->entries[e];
+		tl_code		rc;
 
-		if (tl_sd_add(sd, pe->key, pe->ndim, pe->shape, net->params + pe->offset, err) != TL_OK)
+		if (copy == NULL || copy(pe->key))
+			rc = tl_sd_add(sd, pe->key, pe->ndim, pe->shape, net->params + pe->offset, err);
+		else
+			rc = tl_sd_add_owned(sd, pe->key, pe->ndim, pe->shape, NULL, err);
+		if (rc != TL_OK)
 		{
 			tl_sd_free(sd);
 			return NULL;

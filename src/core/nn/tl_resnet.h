@@ -63,6 +63,14 @@ void		tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const
 /* Process-wide compute threads: the core's pool runs every kernel, OpenBLAS calls included. */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
+/*
+ * How long (microseconds) an idle pool thread, and a caller waiting for the
+ * pool, spin before they sleep on a condition variable; 0: never.  Spinning
+ * saves the wake-up of a sleeping thread between the many short parallel
+ * loops of a forward pass; it costs CPU time on a host with no idle core.
+ */
+#define TL_DEFAULT_SPIN_US 100
+void		tl_set_spin_us(int us);
 
 /* fn(ctx, begin, end, chunk): one contiguous slice of [0, n), chunk < tl_get_num_threads(). */
 typedef void (*tl_range_fn) (void *ctx, int64_t begin, int64_t end, int chunk);
@@ -121,6 +129,39 @@ tl_code		tl_resnet_validate_state_dict(const tl_resnet *net, const tl_state_dict
 										  unsigned flags, tl_error *err);
 /* A copy of every parameter and buffer, in torchvision's key order. */
 tl_state_dict *tl_resnet_state_dict(const tl_resnet *net, tl_error *err);
+/*
+ * The same keys and shapes, with data copied only where copy(key) is true
+ * (NULL: everywhere); the other tensors' data is NULL.  For a caller that
+ * reads those from the network itself (training's best weights).
+ */
+tl_state_dict *tl_resnet_state_dict_some(const tl_resnet *net, bool (*copy) (const char *key),
+										 tl_error *err);
+
+/*
+ * A network's eval-ready state as a file that processes map instead of each
+ * building its own (tl_resnet_mapfile.c): a header, the parameters and the
+ * kernels' weights for eval forwards under the current convolution
+ * algorithm, at page-aligned offsets.  Only the kernels' weights in use are
+ * written; the rest of their regions are holes.
+ *
+ * tl_resnet_mapfile_write builds those weights if stale and passes the
+ * file's pieces to write(ctx, buf, bytes, offset); *file_bytes gets the
+ * file's length (the caller extends the file to it).
+ *
+ * tl_resnet_mapfile_open checks a mapped file's header against the layout
+ * its configuration implies (any inconsistency: TL_E_CORRUPT, nothing
+ * taken) and returns a network whose buffers are the mapping; tl_resnet_free
+ * calls release(base, bytes) instead of freeing them.  The mapping must be
+ * writable and private (MAP_PRIVATE): the network may write to it like to
+ * its own memory (training, another algorithm), and such writes must never
+ * reach the file.  The network still needs a plan.
+ */
+typedef tl_code (*tl_mapfile_write_fn) (void *ctx, const void *buf, size_t bytes,
+										 uint64_t offset, tl_error *err);
+tl_code		tl_resnet_mapfile_write(tl_resnet *net, tl_mapfile_write_fn write, void *ctx,
+									uint64_t *file_bytes, tl_error *err);
+tl_resnet  *tl_resnet_mapfile_open(void *base, size_t bytes,
+								   void (*release) (void *base, size_t bytes), tl_error *err);
 
 /* Direct views by key (NULL if unknown / no gradient), for tests and tools. */
 float	   *tl_resnet_param(tl_resnet *net, const char *key, int64_t *numel);

@@ -96,6 +96,10 @@ struct tl_resnet
 	uint64_t	packed_version; /* params_version wpack/wino were built from */
 	tl_conv_algorithm packed_algo;	/* the algorithm they were built for */
 	bool		packed_eval;	/* wpack is transposed, (kh, kw, c, oc), for eval forwards */
+	/* params, wpack and wino inside a mapped file (tl_resnet_mapfile.c), else NULL */
+	void	   *map_base;
+	size_t		map_bytes;
+	void		(*map_release) (void *base, size_t bytes);
 
 	tl_conv_layer conv1;
 	tl_bn_layer bn1;
@@ -142,6 +146,12 @@ struct tl_resnet
 };
 
 int			tl_resnet_find_entry(const tl_resnet *net, const char *key);
+/* A network's layout for cfg, with no buffers (tl_resnet_new allocates them). */
+tl_resnet  *tl_resnet_alloc(const tl_resnet_config *cfg, tl_error *err);
+/* Build the kernels' weights for eval forwards under the current algorithm, if stale. */
+void		tl_resnet_pack_eval(tl_resnet *net);
+/* The convs in layout order; returns how many (at most 1 + 3 * TL_RESNET_BLOCKS). */
+int			tl_resnet_convs(const tl_resnet *net, const tl_conv_layer **convs);
 bool		tl_resnet_shape_equal(const tl_param_entry *pe, int ndim, const int64_t *shape);
 bool		tl_resnet_entry_has_grad(const tl_resnet *net, int e);
 

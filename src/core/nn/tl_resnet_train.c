@@ -290,6 +290,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		return tl_fail(err, TL_E_NOMEM, "out of memory planning %lld bytes of activations",
 					   (long long) a.used);
 	net->arena_bytes = (size_t) a.used;
+	tl_zero_parallel(net->arena, net->arena_bytes);	/* faulted in on all threads */
 	/* gradients: every parameter's when fine-tuning, else fc's only */
 	if (mode == TL_MODE_FINETUNE)
 		net->grads_total = net->nparams_total;
@@ -303,7 +304,7 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		return tl_fail(err, TL_E_NOMEM, "out of memory for %lld gradients",
 					   (long long) net->grads_total);
 	}
-	memset(net->grads, 0, (size_t) net->grads_total * sizeof(float));
+	tl_zero_parallel(net->grads, (size_t) net->grads_total * sizeof(float));
 	a.base = net->arena;
 	a.used = 0;
 	layout(net, &a);
@@ -498,18 +499,11 @@ conv_forward(tl_resnet *net, const tl_conv_layer *conv, float *y, const float *x
  * since; an eval forward after a train one (or the reverse) only re-lays out
  * the im2col-packed weights (a few MB), not the Winograd ones.
  */
-static void
-ensure_packed(tl_resnet *net, bool train)
+int
+tl_resnet_convs(const tl_resnet *net, const tl_conv_layer **convs)
 {
-	tl_conv_algorithm algo = tl_get_conv_algorithm();
-	bool		current = net->packed_version == net->params_version && net->packed_algo == algo;
-	const tl_conv_layer *convs[1 + 3 * TL_RESNET_BLOCKS];
 	int			n = 0;
 
-	if (current && net->packed_eval == !train)
-		return;
-	net->packed_algo = algo;
-	net->packed_eval = !train;
 	convs[n++] = &net->conv1;
 	for (int i = 0; i < TL_RESNET_BLOCKS; i++)
 	{
@@ -518,10 +512,32 @@ ensure_packed(tl_resnet *net, bool train)
 		if (net->blocks[i].has_downsample)
 			convs[n++] = &net->blocks[i].ds_conv;
 	}
+	return n;
+}
+
+static void
+ensure_packed(tl_resnet *net, bool train)
+{
+	tl_conv_algorithm algo = tl_get_conv_algorithm();
+	bool		current = net->packed_version == net->params_version && net->packed_algo == algo;
+	const tl_conv_layer *convs[1 + 3 * TL_RESNET_BLOCKS];
+	int			n;
+
+	if (current && net->packed_eval == !train)
+		return;
+	net->packed_algo = algo;
+	net->packed_eval = !train;
+	n = tl_resnet_convs(net, convs);
 	for (int i = 0; i < n; i++)
 		if (!current || !conv_is_winograd(net, convs[i]))
 			pack_conv(net, convs[i]);
 	net->packed_version = net->params_version;
+}
+
+void
+tl_resnet_pack_eval(tl_resnet *net)
+{
+	ensure_packed(net, false);
 }
 
 static void

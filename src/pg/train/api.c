@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "image_datum.h"
 #include "model_store.h"
 #include "pg_error.h"
 #include "image/tl_image.h"
@@ -107,14 +108,14 @@ dataset_image_bytes(const char *dataset, tl_data_size *size)
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
 			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			bytea	   *img = DatumGetByteaPP(SPI_getbinval(tup, desc, 2, &isnull));
+			Datum		img = SPI_getbinval(tup, desc, 2, &isnull);
+			size_t		len;
 			tl_error	err;
 			tl_image_format fmt;
 			int			w,
 						h;
 
-			if (tl_image_probe((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
-							   &fmt, &w, &h, &err) != TL_OK)
+			if (tl_probe_image_datum(img, &len, &fmt, &w, &h, &err) != TL_OK)
 				tl_pg_raise_bad_image(id, tl_pg_sqlstate(err.code),
 									  psprintf("image %lld of dataset \"%s\" cannot be used for training: %s",
 											   (long long) id, dataset, err.message));
@@ -122,7 +123,7 @@ dataset_image_bytes(const char *dataset, tl_data_size *size)
 				tl_pg_raise_bad_image(id, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
 									  psprintf("image %lld of dataset \"%s\" has %d x %d pixels, more than transfer.max_image_pixels",
 											   (long long) id, dataset, w, h));
-			tl_data_size_add(size, VARSIZE_ANY_EXHDR(img), w, h);
+			tl_data_size_add(size, len, w, h);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();

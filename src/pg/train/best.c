@@ -75,6 +75,25 @@ best_set(tl_train_mode mode, tl_state_dict *sd)
 	}
 }
 
+static bool
+trainable(const char *key)
+{
+	return !frozen(key);
+}
+
+void
+best_init(tl_train_mode mode)
+{
+	tl_error	err;
+	tl_state_dict *sd;
+
+	/* no copy of what best_set would drop right away */
+	sd = tl_resnet_state_dict_some(W.net, mode == TL_MODE_FEATURE_EXTRACTOR ? trainable : NULL, &err);
+	if (sd == NULL)
+		tl_pg_raise(&err, "copying the initial weights");
+	best_set(mode, sd);
+}
+
 void
 best_update(void)
 {

@@ -22,6 +22,7 @@
 
 #include <math.h>
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "catalog/namespace.h"
@@ -41,6 +42,7 @@
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
+#include "image_datum.h"
 #include "pg_error.h"
 #include "image/tl_image.h"
 #include "train.h"
@@ -304,7 +306,7 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 			Datum		imgd = SPI_getbinval(tup, desc, 4, &img_null);
 			char	   *label = SPI_getvalue(tup, desc, 2);
 			char	   *split = SPI_getvalue(tup, desc, 3);
-			bytea	   *img;
+			size_t		len;
 			tl_image_format fmt;
 			int			w,
 						h;
@@ -332,14 +334,13 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 				else
 					continue;	/* 'test' and others are not the run's */
 			}
-			img = DatumGetByteaPP(imgd);
-			if ((int64) VARSIZE_ANY_EXHDR(img) > (int64) tl_guc_max_image_file_size * 1024)
+			len = toast_raw_datum_size(imgd) - VARHDRSZ;
+			if ((int64) len > (int64) tl_guc_max_image_file_size * 1024)
 			{
 				too_big++;
 				continue;
 			}
-			if (tl_image_probe((const uint8_t *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img),
-							   &fmt, &w, &h, &err) != TL_OK)
+			if (tl_probe_image_datum(imgd, &len, &fmt, &w, &h, &err) != TL_OK)
 			{
 				bad++;
 				continue;
@@ -349,7 +350,7 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 				too_big++;
 				continue;
 			}
-			tl_data_size_add(size, VARSIZE_ANY_EXHDR(img), w, h);
+			tl_data_size_add(size, len, w, h);
 			if (n == cap)
 			{
 				cap = cap ? cap * 2 : 256;

@@ -353,6 +353,8 @@ extern void load_images(const tl_run_args *args, const tl_source *src, run_data 
  * W.best's or W.net's own.
  */
 extern void best_set(tl_train_mode mode, tl_state_dict *sd);
+/* best_set of the network's current weights (a new run's starting point) */
+extern void best_init(tl_train_mode mode);
 extern void best_update(void);
 extern tl_state_dict *best_view(bool best);
 

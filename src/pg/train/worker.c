@@ -264,23 +264,13 @@ train_run(int64 run, const tl_launch_extra *extra)
 			tl_resnet_init_random(W.net, &rng);
 		else
 		{
-			tl_state_dict *sd;
-
 			begin_tx(false);
-			sd = tl_store_load(args.base_model_id, NULL);
-			check(tl_resnet_load_state_dict(W.net, sd, TL_LOAD_SKIP_FC, &err), &err,
-				  "loading the base model");
+			tl_store_load_into(args.base_model_id, W.net, TL_LOAD_SKIP_FC, NULL);
 			end_tx();
 		}
 		tl_resnet_init_fc(W.net, &rng);
 		/* the tutorial starts with best_model_wts = the initial weights, best_acc = 0 */
-		{
-			tl_state_dict *sd = tl_resnet_state_dict(W.net, &err);
-
-			if (sd == NULL)
-				tl_pg_raise(&err, "copying the initial weights");
-			best_set(args.mode, sd);
-		}
+		best_init(args.mode);
 
 		begin_tx(false);
 		tl_ckpt_begin(run, d.ids, d.n_train, d.ids + d.n_train, d.n_val, &rng);

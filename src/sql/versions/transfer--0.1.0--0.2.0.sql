@@ -111,7 +111,7 @@ COMMENT ON FUNCTION @extschema@.tl_evaluate(text, text, text, text, text) IS
 -- ---- embeddings: tl_embed (issue 15) ----
 CREATE FUNCTION @extschema@.tl_embed(img bytea, model text DEFAULT NULL) RETURNS real[]
 AS 'MODULE_PATHNAME', 'tl_embed'
-LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 100000;
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 10000;
 COMMENT ON FUNCTION @extschema@.tl_embed(bytea, text) IS
 	'Backbone features of the image (eval mode, after global average pooling, before fc: 512 values for a ResNet-18) by the named model, or by the deployed one when model is NULL.';
 
@@ -156,3 +156,12 @@ LANGUAGE C VOLATILE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.tl_predict_threads() IS
 	'Compute threads a prediction in this process would use now: transfer.predict_threads, or its automatic choice (1 inside a parallel query).';
+-- ---- prediction cost below JIT's threshold for typical queries (issue 14) ----
+ALTER FUNCTION @extschema@.tl_predict(bytea) COST 10000;
+ALTER FUNCTION @extschema@.tl_predict(bytea, text) COST 10000;
+ALTER FUNCTION @extschema@.tl_try_predict(bytea) COST 10000;
+ALTER FUNCTION @extschema@.tl_try_predict(bytea, text) COST 10000;
+ALTER FUNCTION @extschema@.tl_predict_proba(bytea) COST 10000;
+ALTER FUNCTION @extschema@.tl_predict_proba(bytea, text) COST 10000;
+ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer) COST 10000;
+ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) COST 10000;
