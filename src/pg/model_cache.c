@@ -410,7 +410,7 @@ load_model(const model_identity *ident)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory loading a model")));
 	}
-	/* for the next process: its weights built for eval forwards, as its first call would */
+	/* for later processes (the second to build this version writes the file) */
 	if (!from_file)
 	{
 		PG_TRY();

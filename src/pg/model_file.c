@@ -4,10 +4,15 @@
  * Every backend and parallel worker that predicts builds its own network
  * from the tables: ~23,000 TOAST chunks read and ~120 MB of fresh memory
  * (the weights and the kernels' layouts of them), which on a virtual
- * machine is most of a first prediction's ~250 ms.  So the first process
- * to build a model writes the built network to a file
- * (tl_resnet_mapfile.c), and later ones map it: its pages are the page
- * cache's, shared by every process, and mapping them costs a few ms.
+ * machine is most of a first prediction's ~250 ms.  So a process that has
+ * built a model writes the built network to a file (tl_resnet_mapfile.c),
+ * and later ones map it: its pages are the page cache's, shared by every
+ * process, and mapping them costs a few ms.
+ *
+ * Writing the file costs about as much again (~0.4 s for 120 MB on the
+ * same machine), which a model used by a single session would pay for
+ * nothing.  So the first process to build a model version only leaves an
+ * empty marker ("<file>.seen"); the second one writes the file.
  *
  * Correctness does not depend on the files.  A file is named by everything
  * the network is built from: the database, the model's row version (id,
@@ -24,8 +29,9 @@
  * server removes them when it starts (also after a crash), base backups
  * skip them, and nothing outside the server's OS user can write them.
  * They are written under a temporary name and renamed, so a reader sees a
- * whole file or none.  At most TL_MODEL_FILES_MAX exist: writing one removes
- * the other files of the same model, then the least recently written.
+ * whole file or none.  At most TL_MODEL_FILES_MAX exist (markers count):
+ * writing one removes the other files of the same model, then the least
+ * recently written.
  * Mappings are private (MAP_PRIVATE): nothing a process does to its network
  * reaches the file.  transfer.model_files = off (superuser) turns them off.
  */
@@ -146,12 +152,13 @@ typedef struct file_entry
 } file_entry;
 
 /*
- * Make room for key's file: remove the other files of the same model (its
- * older versions), then the least recently written ones beyond the limit.
- * Temporary names being written (".tmp") are left to their writers.
+ * Make room for key's file (keep) and marker (keep_mark): remove the other
+ * files and markers of the same model (its older versions), then the least
+ * recently written ones beyond the limit.  Temporary names being written
+ * (".tmp") are left to their writers.
  */
 static void
-remove_stale(const char *dir, const tl_model_file_key *key, const char *keep)
+remove_stale(const char *dir, const tl_model_file_key *key, const char *keep, const char *keep_mark)
 {
 	DIR		   *d = AllocateDir(dir);
 	struct dirent *de;
@@ -172,7 +179,7 @@ remove_stale(const char *dir, const tl_model_file_key *key, const char *keep)
 			strstr(de->d_name, ".tmp") != NULL)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (strcmp(path, keep) == 0)
+		if (strcmp(path, keep) == 0 || strcmp(path, keep_mark) == 0)
 			continue;
 		if (strncmp(de->d_name, same_model, strlen(same_model)) == 0)
 		{
@@ -209,6 +216,7 @@ tl_model_file_save(const tl_model_file_key *key, tl_resnet *net)
 {
 	char		dir[MAXPGPATH];
 	char		path[MAXPGPATH];
+	char		seen[MAXPGPATH + 8];
 	char		tmp[MAXPGPATH + 32];
 	file_writer w;
 	uint64_t	bytes = 0;
@@ -224,7 +232,18 @@ tl_model_file_save(const tl_model_file_key *key, tl_resnet *net)
 		elog(DEBUG1, "could not create directory \"%s\": %m", dir);
 		return;
 	}
-	remove_stale(dir, key, path);
+	snprintf(seen, sizeof(seen), "%s.seen", path);
+	remove_stale(dir, key, path, seen);
+	if (access(seen, F_OK) != 0)
+	{
+		/* the first process to build this version: mark it, write nothing */
+		int			fd = OpenTransientFilePerm(seen, O_WRONLY | O_CREAT | PG_BINARY, pg_file_create_mode);
+
+		if (fd >= 0)
+			CloseTransientFile(fd);
+		elog(DEBUG1, "model " INT64_FORMAT " marked in \"%s\"", key->id, seen);
+		return;
+	}
 	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, MyProcPid);
 	w.path = tmp;
 	w.fd = OpenTransientFilePerm(tmp, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY, pg_file_create_mode);

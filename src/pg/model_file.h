@@ -29,8 +29,10 @@ typedef struct tl_model_file_key
 extern tl_resnet *tl_model_file_open(const tl_model_file_key *key);
 
 /*
- * Write net's file for key, for later processes to map.  Best effort: a
- * failure (disk full, say) is logged at DEBUG1 and leaves no file.
+ * net was just built for key: the first time in any process, mark the
+ * version; the next time, write net's file for later processes to map.
+ * Best effort: a failure (disk full, say) is logged at DEBUG1 and leaves
+ * no file.
  */
 extern void tl_model_file_save(const tl_model_file_key *key, tl_resnet *net);
 

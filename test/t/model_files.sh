@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
 # transfer.model_files (src/pg/model_file.c): the first process to load a
-# model for prediction writes the built network to base/pgsql_tmp; later
-# processes map that file (DEBUG1 says so) and predict bitwise the same
-# probabilities; a changed model gets a new file, the old one is removed,
-# and predictions follow the new weights; a damaged file is removed, the
-# model is loaded from its tables and written again; a role that may not
-# read the model gets 42501 although the file exists; and with
-# model_files = off nothing is mapped or written.
+# model version for prediction only marks it; the second writes the built
+# network to base/pgsql_tmp; later processes map that file (DEBUG1 says so)
+# and predict bitwise the same probabilities; a changed model starts over
+# (the old file and marker are removed) and predictions follow the new
+# weights; a damaged file is removed, the model is loaded from its tables
+# and written again; a role that may not read the model gets 42501 although
+# the file exists; and with model_files = off nothing is mapped or written.
 set -u
 . "$(dirname "$0")/../lib/predict_setup.sh"
 . "$TL_REPO/scripts/pgcluster.sh"
 db=model_files
 
-echo "1..15"
+echo "1..18"
 predict_setup_db "$db"
 dboid=$(q "$db" "SELECT oid FROM pg_database WHERE datname = current_database()")
 model=$(q "$db" "SELECT id FROM tl_stored_models WHERE name = 'predict_a'")
 prefix="pgsql_tmp_transfer_${dboid}_${model}_"
 files() {			# this model's files (other tests' databases have their own)
 	q "$db" "SELECT coalesce(string_agg(name, ' ' ORDER BY name), '') FROM pg_ls_tmpdir()
-		WHERE name LIKE '${prefix}%' AND name NOT LIKE '%.tmp'"
+		WHERE name LIKE '${prefix}%' AND name NOT LIKE '%.tmp' AND name NOT LIKE '%.seen'"
 }
 digest_sql="SELECT md5(string_agg(tl_predict_proba(img, 'predict_a')::text, ',' ORDER BY id))
 	FROM tl_images WHERE dataset = 'psynth'"
@@ -34,16 +34,20 @@ digest_of() { grep -E '^[0-9a-f]{32}$' <<<"$1"; }
 is "$(files)" "" "no file for the model before any prediction"
 first=$(session)
 d1=$(digest_of "$first")
-[[ ${#d1} = 32 && $first == *"written to"* && $first != *"mapped from"* ]]
-ok $? "the first session loads the model from its tables and writes its file"
+[[ ${#d1} = 32 && $first == *"marked in"* && $first != *"written to"* && $first != *"mapped from"* ]]
+ok $? "the first session loads the model from its tables and only marks it"
+is "$(files)" "" "so there is no file yet"
+second=$(session)
+[[ $second == *"written to"* && $second != *"mapped from"* ]] && [ "$(digest_of "$second")" = "$d1" ]
+ok $? "the second session loads it from its tables too, and writes its file"
 f1=$(files)
 [[ $f1 == "$prefix"* && $f1 != *" "* ]]
 ok $? "one file for the model: $f1"
 
-second=$(session)
-[[ $second == *"mapped from \"base/pgsql_tmp/$f1\""* && $second != *"written to"* ]]
+third=$(session)
+[[ $third == *"mapped from \"base/pgsql_tmp/$f1\""* && $third != *"written to"* ]]
 ok $? "the next session maps that file and writes nothing"
-is "$(digest_of "$second")" "$d1" "and predicts bitwise the same probabilities"
+is "$(digest_of "$third")" "$d1" "and predicts bitwise the same probabilities"
 
 # ---- a damaged file: removed, loaded from the tables, written again ----
 datadir=$(q "$db" "SHOW data_directory")
@@ -56,17 +60,21 @@ after=$(session)
 [[ $after == *"mapped from"* ]] && [ "$(digest_of "$after")" = "$d1" ]
 ok $? "its file was written again, and maps with the same probabilities"
 
-# ---- a changed model: a new file, the old one gone, the new weights ----
+# ---- a changed model: the old file gone, a new one, the new weights ----
 q "$db" "UPDATE tl_model_tensors SET data = '\\x0000c8c20000c842' WHERE key = 'fc.bias'
 	AND model_id = $model" >/dev/null
 changed=$(session)
 d2=$(digest_of "$changed")
-[[ ${#d2} = 32 && $d2 != "$d1" && $changed == *"written to"* && $changed != *"mapped from"* ]]
+[[ ${#d2} = 32 && $d2 != "$d1" && $changed == *"marked in"* && $changed != *"mapped from"* ]]
 ok $? "after an UPDATE of its tensors the model is loaded from the tables, with the new weights"
+is "$(files)" "" "the old version's file is removed"
+[[ $(session) == *"written to"* ]]
 f2=$(files)
 [[ $f2 == "$prefix"* && $f2 != *" "* && $f2 != "$f1" ]]
-ok $? "and its file replaces the old one ($f2)"
-is "$(digest_of "$(session)")" "$d2" "a later session maps the new file: the new probabilities"
+ok $? "the next session writes the new version's file ($f2)"
+latest=$(session)
+[[ $latest == *"mapped from"* ]] && [ "$(digest_of "$latest")" = "$d2" ]
+ok $? "a later session maps the new file: the new probabilities"
 
 # ---- privileges are checked before any file is looked at ----
 q "$db" "DO \$\$ BEGIN CREATE ROLE tl_model_files_other; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;

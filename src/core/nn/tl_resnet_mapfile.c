@@ -14,7 +14,11 @@
  * wino regions, page-aligned, each as large as tl_resnet_new allocates it.
  * Of wpack and wino only the ranges the header's algorithm uses are
  * written; the rest are holes and are never read.  The header is written
- * last, so a file cut short never carries a valid one.
+ * last, so a file cut short never carries a valid one.  It carries a
+ * fingerprint of this build's layouts (the parameters' keys and offsets, a
+ * small conv's weights through each kernel transform): a file written by a
+ * build whose layouts differ, say before the library was replaced without a
+ * restart, is refused rather than misread.
  */
 #include "tl_resnet_internal.h"
 
@@ -28,7 +32,7 @@
 #define MAP_PAGE ((uint64_t) 4096)
 #define MAP_ENDIAN 0x01020304u
 
-/* 88 bytes, no padding: compared as a whole against the expected layout */
+/* 96 bytes, no padding: compared as a whole against the expected layout */
 typedef struct map_header
 {
 	char		magic[8];
@@ -45,7 +49,47 @@ typedef struct map_header
 	uint64_t	off_wpack;
 	uint64_t	off_wino;
 	uint64_t	file_bytes;
+	uint64_t	fingerprint;	/* of the layouts (fingerprint()) */
 } map_header;
+
+static uint64_t
+fnv1a(uint64_t h, const void *data, size_t bytes)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < bytes; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* This build's layouts: every parameter's key and offset, and what each kernel transform makes of one conv. */
+static uint64_t
+fingerprint(const tl_resnet *net)
+{
+	enum
+	{
+		OC = 4, C = 3, K = 3
+	};
+	float		w[OC * C * K * K],
+				wino[16 * OC * C],
+				packed[OC * C * K * K],
+				packed_t[OC * C * K * K];
+	uint64_t	h = 0xcbf29ce484222325ull;
+
+	for (int e = 0; e < net->nentries; e++)
+	{
+		h = fnv1a(h, net->entries[e].key, strlen(net->entries[e].key) + 1);
+		h = fnv1a(h, &net->entries[e].offset, sizeof(net->entries[e].offset));
+	}
+	for (int i = 0; i < OC * C * K * K; i++)
+		w[i] = (float) ((i * 37) % 101) / 101.0f - 0.5f;
+	tl_winograd_weights(wino, w, OC, C);
+	tl_conv_pack_weights(packed, w, OC, C, K);
+	tl_conv_pack_weights_t(packed_t, w, OC, C, K);
+	h = fnv1a(h, wino, sizeof(wino));
+	h = fnv1a(h, packed, sizeof(packed));
+	return fnv1a(h, packed_t, sizeof(packed_t));
+}
 
 static uint64_t
 page_up(uint64_t n)
@@ -77,6 +121,7 @@ layout(const tl_resnet *net, tl_conv_algorithm algo, map_header *h)
 	h->off_wpack = page_up(h->off_params + (uint64_t) h->nparams * sizeof(float));
 	h->off_wino = page_up(h->off_wpack + (uint64_t) h->wpack_floats * sizeof(float));
 	h->file_bytes = page_up(h->off_wino + (uint64_t) h->wino_floats * sizeof(float));
+	h->fingerprint = fingerprint(net);
 }
 
 /* The range of conv's kernel weights the algorithm uses: region offset (bytes) and floats. */

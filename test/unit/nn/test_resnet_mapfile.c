@@ -4,8 +4,9 @@
  * both convolution algorithms; only the kernels' weights in use are
  * written; a mapped network may be written to (training) without touching
  * the file's bytes; release is called on free; and any header that does not
- * match the layout its configuration implies, or a file shorter than it
- * says, is refused with TL_E_CORRUPT.
+ * match the layout its configuration implies (or this build's layout
+ * fingerprint), or a file shorter than it says, is refused with
+ * TL_E_CORRUPT.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,7 @@ check_refused(void)
 	}			pokes[] = {
 		{0, "magic"}, {8, "byte order"}, {16, "class count"}, {20, "base width"},
 		{24, "algorithm"}, {32, "parameter count"}, {56, "parameter offset"}, {80, "file length"},
+		{88, "layout fingerprint"},
 	};
 
 	tl_set_conv_algorithm(TL_CONV_WINOGRAD);
