@@ -82,9 +82,13 @@ now_ns(void)
 	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spin up to tl_spin_ns while *p == v; true if it changed. */
+/*
+ * Spin up to tl_spin_ns until the pool moves on: *generation != seen
+ * (generation given: a worker waiting for work) or *pending reaches 0 (a
+ * caller waiting for its workers).  True if it did.
+ */
 static bool
-spin_while_u64(const uint64_t *p, uint64_t v)
+spin_until(const uint64_t *generation, uint64_t seen, const int *pending)
 {
 	int64_t		spin = __atomic_load_n(&tl_spin_ns, __ATOMIC_RELAXED);
 	int64_t		deadline = 0;
@@ -93,33 +97,8 @@ spin_while_u64(const uint64_t *p, uint64_t v)
 		return false;
 	for (int i = 0;; i++)
 	{
-		if (__atomic_load_n(p, __ATOMIC_ACQUIRE) != v)
-			return true;
-		if ((i & 63) == 0)
-		{
-			int64_t		t = now_ns();
-
-			if (deadline == 0)
-				deadline = t + spin;
-			else if (t > deadline)
-				return false;
-		}
-		cpu_relax();
-	}
-}
-
-/* Spin up to tl_spin_ns while *p > 0; true if it reached 0. */
-static bool
-spin_while_positive(const int *p)
-{
-	int64_t		spin = __atomic_load_n(&tl_spin_ns, __ATOMIC_RELAXED);
-	int64_t		deadline = 0;
-
-	if (spin <= 0)
-		return false;
-	for (int i = 0;; i++)
-	{
-		if (__atomic_load_n(p, __ATOMIC_ACQUIRE) <= 0)
+		if (generation ? __atomic_load_n(generation, __ATOMIC_ACQUIRE) != seen
+			: __atomic_load_n(pending, __ATOMIC_ACQUIRE) <= 0)
 			return true;
 		if ((i & 63) == 0)
 		{
@@ -155,7 +134,7 @@ worker_main(void *p)
 		if (!pool->shutdown && pool->generation == seen)
 		{
 			pthread_mutex_unlock(&pool->lock);
-			(void) spin_while_u64(&pool->generation, seen);
+			(void) spin_until(&pool->generation, seen, NULL);
 			pthread_mutex_lock(&pool->lock);
 		}
 		while (!pool->shutdown && pool->generation == seen)
@@ -280,7 +259,7 @@ tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx)
 	chunk_range(n, nchunks, 0, &b, &e);
 	fn(ctx, b, e, 0);
 
-	if (spin_while_positive(&pool->pending))
+	if (spin_until(NULL, 0, &pool->pending))
 		return nchunks;
 	pthread_mutex_lock(&pool->lock);
 	while (pool->pending > 0)
