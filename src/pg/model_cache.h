@@ -14,7 +14,9 @@
  * check is one cached-plan index lookup, far cheaper than an inference.
  *
  * Entries are malloc'd core objects, freed on eviction (least recently used
- * first) or when a newer version of the same model is loaded.
+ * first) or when a newer version of the same model is loaded.  A network's
+ * weights may be a private mapping of another process's model file
+ * (model_file.c), unmapped when the entry is freed.
  */
 #ifndef TL_MODEL_CACHE_H
 #define TL_MODEL_CACHE_H
