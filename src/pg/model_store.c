@@ -382,26 +382,12 @@ tl_store_load(int64 model_id, TlModelInfo *info)
 	return sd;
 }
 
-void
-tl_store_check(int64 model_id, TlModelInfo *info)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext view_cxt;
-	TlModelInfo local;
-	tl_state_dict view;
-	tl_resnet_config cfg;
-
-	if (!info)
-		info = &local;
-	view_cxt = AllocSetContextCreate(caller, "transfer model check", ALLOCSET_DEFAULT_SIZES);
-	read_tensor_shapes(model_id, info, caller, view_cxt, &view);
-	check_state_dict(&view, info, &cfg);
-	SPI_finish();
-	MemoryContextDelete(view_cxt);
-}
-
-void
-tl_store_load_into(int64 model_id, tl_resnet *net, unsigned flags, TlModelInfo *info)
+/*
+ * tl_store_load's checks without reading the weights; then, if net is given,
+ * each tensor copied into it as tl_resnet_load_state_dict(net, flags) would.
+ */
+static void
+check_and_copy(int64 model_id, TlModelInfo *info, tl_resnet *net, unsigned flags)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext view_cxt;
@@ -415,12 +401,27 @@ tl_store_load_into(int64 model_id, tl_resnet *net, unsigned flags, TlModelInfo *
 	view_cxt = AllocSetContextCreate(caller, "transfer model load", ALLOCSET_DEFAULT_SIZES);
 	read_tensor_shapes(model_id, info, caller, view_cxt, &view);
 	check_state_dict(&view, info, &cfg);
-	if (tl_resnet_validate_state_dict(net, &view, flags, &err) != TL_OK)
-		tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
-	for (int r = 0; r < view.n; r++)
-		copy_tensor_into(net, (uint64) r, view.tensors[r].name, (flags & TL_LOAD_SKIP_FC) != 0);
+	if (net != NULL)
+	{
+		if (tl_resnet_validate_state_dict(net, &view, flags, &err) != TL_OK)
+			tl_pg_raise(&err, psprintf("stored model \"%s\"", info->name));
+		for (int r = 0; r < view.n; r++)
+			copy_tensor_into(net, (uint64) r, view.tensors[r].name, (flags & TL_LOAD_SKIP_FC) != 0);
+	}
 	SPI_finish();
 	MemoryContextDelete(view_cxt);
+}
+
+void
+tl_store_check(int64 model_id, TlModelInfo *info)
+{
+	check_and_copy(model_id, info, NULL, 0);
+}
+
+void
+tl_store_load_into(int64 model_id, tl_resnet *net, unsigned flags, TlModelInfo *info)
+{
+	check_and_copy(model_id, info, net, flags);
 }
 
 tl_resnet *

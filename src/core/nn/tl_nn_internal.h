@@ -35,8 +35,8 @@ void	   *tl_alloc_large(size_t bytes);
 /*
  * Zero bytes at p on the compute threads.  For fresh memory the page
  * faults (the kernel zeroing pages) cost far more than the stores, and
- * they run in parallel: a new network's 45 MB of weights, or a plan's
- * activations, fault in about half the time.
+ * they run in parallel: a new network's 45 MB of weights, or a finetune
+ * plan's gradients, fault in about half the time.
  */
 void		tl_zero_parallel(void *p, size_t bytes);
 

@@ -14,7 +14,7 @@
  * futex costs tens of microseconds on a virtual machine (perf over a
  * predicting backend: 8% of its time in the kernel's wake-up path).  So a
  * worker that finished a chunk, and a caller waiting for its workers, watch
- * the pool's counters for up to TL_SPIN_NS before they block on the
+ * the pool's counters for up to tl_spin_ns before they block on the
  * condition variables; a thread that blocks is woken as before.  The spin
  * is bounded (tl_set_spin_us) and short against the gaps between loops
  * that it covers.  On a host whose cores are oversubscribed a spinning

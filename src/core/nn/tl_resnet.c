@@ -208,8 +208,8 @@ tl_resnet_new(const tl_resnet_config *cfg, tl_error *err)
 	 * Both weight layouts are reserved, but only the pages of the algorithm in
 	 * use are ever touched (and so resident).
 	 */
-	net->wpack = tl_alloc_large((size_t) ((net->wpack_total + 16) & ~(int64_t) 15) * sizeof(float));
-	net->wino = tl_alloc_large((size_t) ((net->wino_total + 16) & ~(int64_t) 15) * sizeof(float));
+	net->wpack = tl_alloc_large((size_t) tl_resnet_region_floats(net->wpack_total) * sizeof(float));
+	net->wino = tl_alloc_large((size_t) tl_resnet_region_floats(net->wino_total) * sizeof(float));
 	if (!net->params || !net->wpack || !net->wino)
 	{
 		tl_fail(err, TL_E_NOMEM, "out of memory for %lld parameters",

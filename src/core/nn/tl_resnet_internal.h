@@ -146,6 +146,13 @@ struct tl_resnet
 };
 
 int			tl_resnet_find_entry(const tl_resnet *net, const char *key);
+/* Floats allocated for a kernel-weight buffer (wpack, wino) of total floats: padded. */
+static inline int64_t
+tl_resnet_region_floats(int64_t total)
+{
+	return (total + 16) & ~(int64_t) 15;
+}
+
 /* A network's layout for cfg, with no buffers (tl_resnet_new allocates them). */
 tl_resnet  *tl_resnet_alloc(const tl_resnet_config *cfg, tl_error *err);
 /* Build the kernels' weights for eval forwards under the current algorithm, if stale. */

@@ -97,13 +97,6 @@ page_up(uint64_t n)
 	return (n + MAP_PAGE - 1) & ~(MAP_PAGE - 1);
 }
 
-/* tl_resnet_new's allocation of a kernel-weight region, in floats */
-static int64_t
-region_floats(int64_t total)
-{
-	return (total + 16) & ~(int64_t) 15;
-}
-
 static void
 layout(const tl_resnet *net, tl_conv_algorithm algo, map_header *h)
 {
@@ -115,8 +108,8 @@ layout(const tl_resnet *net, tl_conv_algorithm algo, map_header *h)
 	h->base_width = net->cfg.base_width;
 	h->algo = (int32_t) algo;
 	h->nparams = net->nparams_total;
-	h->wpack_floats = region_floats(net->wpack_total);
-	h->wino_floats = region_floats(net->wino_total);
+	h->wpack_floats = tl_resnet_region_floats(net->wpack_total);
+	h->wino_floats = tl_resnet_region_floats(net->wino_total);
 	h->off_params = MAP_PAGE;
 	h->off_wpack = page_up(h->off_params + (uint64_t) h->nparams * sizeof(float));
 	h->off_wino = page_up(h->off_wpack + (uint64_t) h->wpack_floats * sizeof(float));

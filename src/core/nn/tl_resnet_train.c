@@ -290,7 +290,6 @@ tl_resnet_plan(tl_resnet *net, int max_batch, int height, int width,
 		return tl_fail(err, TL_E_NOMEM, "out of memory planning %lld bytes of activations",
 					   (long long) a.used);
 	net->arena_bytes = (size_t) a.used;
-	tl_zero_parallel(net->arena, net->arena_bytes);	/* faulted in on all threads */
 	/* gradients: every parameter's when fine-tuning, else fc's only */
 	if (mode == TL_MODE_FINETUNE)
 		net->grads_total = net->nparams_total;
