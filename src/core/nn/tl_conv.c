@@ -1,6 +1,6 @@
 /*
- * tl_conv.c - Conv2d (no bias) as im2col + single-threaded OpenBLAS sgemm
- * calls, spread over the core's own thread pool.  NHWC.
+ * tl_conv.c - Conv2d (no bias) as im2col + single-threaded GEMM calls
+ * (tl_sgemm, tl_gemm.c), spread over the core's own thread pool.  NHWC.
  *
  * The GEMMs put P = n*oh*ow (the large dimension) in M:
  *   forward  y     (P x oc) = cols (P x K) * W^T   (W is oc x K)
@@ -12,10 +12,9 @@
  * tl_conv_unpack_grad convert from and to PyTorch's (oc, c, kh, kw).  A 1x1
  * stride-1 unpadded conv needs no cols: x already is the matrix.
  *
- * Threads: OpenBLAS runs single-threaded (tl_parallel.c) and each pool thread
- * makes its own sgemm calls on its share: rows of P when P is large — and
+ * Threads: each pool thread makes its own single-threaded GEMM calls on its share: rows of P when P is large — and
  * then forward builds and multiplies its cols in blocks small enough to stay
- * in cache while OpenBLAS packs them — or output columns when P is small
+ * in cache while they are packed — or output columns when P is small
  * (layer4, single images), so no thread packs more than its share.  The
  * weight gradient is split by output channel.  col2im is written as a gather
  * over input pixels so threads never write the same element.
@@ -23,7 +22,6 @@
 #include "tl_nn_internal.h"
 #include "tl_resnet.h"
 
-#include <cblas.h>
 #include <string.h>
 
 /* target bytes of one forward cols block (cache-resident while packed) */
@@ -303,8 +301,9 @@ forward_rows(void *p, int64_t begin, int64_t end, int chunk)
 				im2col_range(j->x, j->ws, s, b, b + rows);
 				a = j->ws + b * K;
 			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) rows, s->oc, K,
-						1.0f, a, K, j->w, K, 0.0f, j->y + b * s->oc, s->oc);
+			tl_sgemm(false, true, (int) rows, s->oc, K,
+					 a, K, j->w, K,
+					 false, j->y + b * s->oc, s->oc);
 		}
 	}
 }
@@ -326,8 +325,9 @@ forward_cols(void *p, int64_t begin, int64_t end, int chunk)
 
 		split(s->oc, j->parts, (int) t, &o0, &o1);
 		if (o1 > o0)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, (int) (o1 - o0), K,
-						1.0f, a, K, j->w + o0 * K, K, 0.0f, j->y + o0, s->oc);
+			tl_sgemm(false, true, P, (int) (o1 - o0), K,
+					 a, K, j->w + o0 * K, K,
+					 false, j->y + o0, s->oc);
 	}
 }
 
@@ -469,8 +469,7 @@ wgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 			continue;
 		if (P <= TL_WGRAD_CHUNK || !j->wtmp || !j->wacc)
 		{
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, K, P,
-						1.0f, j->dy + o0, s->oc, a, K, 0.0f, j->dw + o0 * K, K);
+			tl_sgemm(true, false, m, K, P, j->dy + o0, s->oc, a, K, false, j->dw + o0 * K, K);
 			continue;
 		}
 		{
@@ -482,9 +481,9 @@ wgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 			{
 				int			rows = P - r < TL_WGRAD_CHUNK ? P - r : TL_WGRAD_CHUNK;
 
-				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, K, rows,
-							1.0f, j->dy + (int64_t) r * s->oc + o0, s->oc, a + (int64_t) r * K, K,
-							0.0f, tmp, K);
+				tl_sgemm(true, false, m, K, rows,
+						 j->dy + (int64_t) r * s->oc + o0, s->oc, a + (int64_t) r * K, K,
+						 false, tmp, K);
 				for (int64_t i = 0; i < n; i++)
 					acc[i] += tmp[i];
 			}
@@ -535,8 +534,9 @@ wgrad_rows(void *p, int64_t begin, int64_t end, int chunk)
 				im2col_range(j->x, j->ws, s, b, b + rows);
 				a = j->ws + b * K;
 			}
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->oc, K, (int) rows,
-						1.0f, j->dy + b * s->oc, s->oc, a, K, pending ? 1.0f : 0.0f, tmp, K);
+			tl_sgemm(true, false, s->oc, K, (int) rows,
+					 j->dy + b * s->oc, s->oc, a, K,
+					 pending > 0, tmp, K);
 			pending += rows;
 			if (pending + block > TL_WGRAD_CHUNK || b + rows >= r1)
 			{
@@ -587,15 +587,17 @@ dgrad_part(void *p, int64_t begin, int64_t end, int chunk)
 		{
 			split(P, j->parts, (int) t, &b, &e);
 			if (e > b)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) (e - b), K, s->oc,
-							1.0f, j->dy + b * s->oc, s->oc, j->w, K, beta, out + b * K, K);
+				tl_sgemm(false, false, (int) (e - b), K, s->oc,
+						 j->dy + b * s->oc, s->oc, j->w, K,
+						 beta != 0.0f, out + b * K, K);
 		}
 		else
 		{
 			split(K, j->parts, (int) t, &b, &e);
 			if (e > b)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) P, (int) (e - b), s->oc,
-							1.0f, j->dy, s->oc, j->w + b, K, beta, out + b, K);
+				tl_sgemm(false, false, (int) P, (int) (e - b), s->oc,
+						 j->dy, s->oc, j->w + b, K,
+						 beta != 0.0f, out + b, K);
 		}
 	}
 }

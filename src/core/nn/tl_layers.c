@@ -4,7 +4,6 @@
  */
 #include "tl_nn_internal.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -222,8 +221,7 @@ tl_linear_forward(float *y, const float *x, const float *w, const float *b,
 {
 	for (int i = 0; i < n; i++)
 		memcpy(y + (int64_t) i * out, b, (size_t) out * sizeof(float));
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in,
-				1.0f, x, in, w, in, 1.0f, y, out);
+	tl_sgemm(false, true, n, out, in, x, in, w, in, true, y, out);
 }
 
 void
@@ -231,8 +229,7 @@ tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float
 				   const float *w, int n, int in, int out)
 {
 	if (dw)
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n,
-					1.0f, dy, out, x, in, 0.0f, dw, in);
+		tl_sgemm(true, false, out, in, n, dy, out, x, in, false, dw, in);
 	if (db)
 		for (int o = 0; o < out; o++)
 		{
@@ -243,8 +240,7 @@ tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float
 			db[o] = (float) s;
 		}
 	if (dx)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out,
-					1.0f, dy, out, w, in, 0.0f, dx, in);
+		tl_sgemm(false, false, n, in, out, dy, out, w, in, false, dx, in);
 }
 
 /* log-sum-exp of a row, max-shifted, in double */

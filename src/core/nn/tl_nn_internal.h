@@ -48,6 +48,18 @@ void		tl_zero_parallel(void *p, size_t bytes);
 void		tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B,
 						int64_t ldb, float *C, int64_t ldc);
 
+/*
+ * C (M x N) = op(A) * op(B), or C += op(A) * op(B) when accumulate;
+ * op(A) is M x K (A stored K x M when trans_a), op(B) is K x N (B stored
+ * N x K when trans_b); row-major, single threaded, packed (tl_gemm.c).  Each
+ * element is summed over k in a fixed order, so results do not depend on how
+ * a caller splits rows or columns.  Uses a per-thread 520 kB packing buffer,
+ * allocated on first use and freed when the thread exits.
+ */
+void		tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A,
+					 int64_t lda, const float *B, int64_t ldb, bool accumulate, float *C,
+					 int64_t ldc);
+
 /* ---- convolution (tl_conv.c): PyTorch Conv2d without bias ---- */
 
 typedef struct tl_conv_shape
@@ -82,10 +94,10 @@ void		tl_conv_forward(float *y, const float *x, const float *w, float *ws,
 							const tl_conv_shape *s);
 /*
  * The same, its GEMMs split into `parts` slices (rows, or output columns for
- * small n*oh*ow) run on the pool whatever the thread count: OpenBLAS rounds
- * differently for different GEMM shapes, so a fixed split gives bitwise the
- * same y with any number of threads.  tl_conv_forward splits by the thread
- * count.
+ * small n*oh*ow) run on the pool whatever the thread count: OpenBLAS (which
+ * tl_sgemm calls in a build without AVX-512) rounds differently for
+ * different GEMM shapes, so a fixed split gives bitwise the same y with any
+ * number of threads.  tl_conv_forward splits by the thread count.
  */
 void		tl_conv_forward_parts(float *y, const float *x, const float *w, float *ws,
 								  const tl_conv_shape *s, int parts);

@@ -60,7 +60,7 @@ void		tl_linear_forward(float *y, const float *x, const float *w, const float *b
 void		tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
 							   const float *w, int n, int in, int out);
 
-/* Process-wide compute threads: the core's pool runs every kernel, OpenBLAS calls included. */
+/* Process-wide compute threads: the core's pool runs every kernel, GEMMs included. */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
 /*
@@ -79,7 +79,8 @@ typedef void (*tl_range_fn) (void *ctx, int64_t begin, int64_t end, int chunk);
  * Split [0, n) into at most tl_get_num_threads() slices of at least `grain`
  * items and run them on the pool (the caller runs slice 0).  Returns when all
  * are done and returns the number of slices used (their chunk ids are
- * 0 .. result-1).  Never call BLAS from fn: OpenBLAS has its own threads.
+ * 0 .. result-1).  Call BLAS from fn only through tl_gemm.c (OpenBLAS is pinned to one
+ * thread).
  */
 int			tl_parallel_for(int64_t n, int64_t grain, tl_range_fn fn, void *ctx);
 

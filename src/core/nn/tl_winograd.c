@@ -18,7 +18,7 @@
  * Layouts: U [16][c][oc] (tl_winograd_weights); workspace V and dV [16][T][c],
  * M and dM [16][T][oc], dU [16][c][oc].  Tiles are numbered (n, ty, tx).
  * Threads: the transforms are split over tiles, the GEMMs over the 16
- * positions (each a full-size sgemm on one thread, OpenBLAS single-threaded);
+ * positions (each a full-size GEMM on one thread);
  * convs with many tiles run in fused blocks of tiles instead (below).
  * dx is scattered tile row by tile row: rows ty and ty + 2 touch disjoint
  * input rows, so even and odd tile rows are two passes without write races.
@@ -26,7 +26,6 @@
 #include "tl_nn_internal.h"
 #include "tl_resnet.h"
 
-#include <cblas.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef __AVX512F__
@@ -541,9 +540,9 @@ forward_gemms(void *p, int64_t x0, int64_t x1, int chunk)
 	const tl_conv_shape *s = j->s;
 
 	for (int64_t xi = x0; xi < x1; xi++)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) j->T, s->oc, s->c, 1.0f,
-					j->v + xi * j->T * s->c, s->c, j->u + xi * s->c * s->oc, s->oc, 0.0f,
-					j->m + xi * j->T * s->oc, s->oc);
+		tl_sgemm(false, false, (int) j->T, s->oc, s->c,
+				 j->v + xi * j->T * s->c, s->c, j->u + xi * s->c * s->oc, s->oc,
+				 false, j->m + xi * j->T * s->oc, s->oc);
 }
 
 /*
@@ -567,8 +566,7 @@ backward_gemms(void *p, int64_t x0, int64_t x1, int chunk)
 		float	   *du = j->du + xi * plane;
 
 		if (j->want_dw && (j->T <= TL_WGRAD_CHUNK || !j->wtmp))
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int) j->T, 1.0f,
-						v, C, dm, OC, 0.0f, du, OC);
+			tl_sgemm(true, false, C, OC, (int) j->T, v, C, dm, OC, false, du, OC);
 		else if (j->want_dw)
 		{
 			float	   *tmp = j->wtmp + chunk * plane;
@@ -579,8 +577,9 @@ backward_gemms(void *p, int64_t x0, int64_t x1, int chunk)
 			{
 				int			rows = (int) (j->T - r < TL_WGRAD_CHUNK ? j->T - r : TL_WGRAD_CHUNK);
 
-				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, rows, 1.0f,
-							v + r * C, C, dm + r * OC, OC, 0.0f, tmp, OC);
+				tl_sgemm(true, false, C, OC, rows,
+						 v + r * C, C, dm + r * OC, OC,
+						 false, tmp, OC);
 				for (int64_t i = 0; i < plane; i++)
 					acc[i] += tmp[i];
 			}
@@ -588,8 +587,9 @@ backward_gemms(void *p, int64_t x0, int64_t x1, int chunk)
 				du[i] = (float) acc[i];
 		}
 		if (j->want_dx)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) j->T, C, OC, 1.0f,
-						dm, OC, j->u + xi * plane, OC, 0.0f, v, C);
+			tl_sgemm(false, true, (int) j->T, C, OC,
+					 dm, OC, j->u + xi * plane, OC,
+					 false, v, C);
 	}
 }
 
@@ -736,11 +736,13 @@ fused_backward_range(void *p, int64_t b0, int64_t b1, int chunk)
 			const float *dm = lj.m + xi * lj.T * OC;
 
 			if (j->want_dw)
-				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, (int) lj.T, 1.0f,
-							v, C, dm, OC, 1.0f, du + xi * plane, OC);
+				tl_sgemm(true, false, C, OC, (int) lj.T,
+						 v, C, dm, OC,
+						 true, du + xi * plane, OC);
 			if (j->want_dx)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) lj.T, C, OC, 1.0f,
-							dm, OC, j->u + xi * plane, OC, 0.0f, v, C);
+				tl_sgemm(false, true, (int) lj.T, C, OC,
+						 dm, OC, j->u + xi * plane, OC,
+						 false, v, C);
 		}
 		if (j->want_dx)
 			for (int64_t g = g0; g < g1; g++)

@@ -1,6 +1,8 @@
 /*
  * Unit test: tl_sgemm_nn (the unpacked GEMM of inference's Winograd
- * convolutions) against cblas_sgemm on shapes with row and column tails,
+ * convolutions) and tl_sgemm (training's packed GEMM, all four
+ * transpositions, overwriting and accumulating) against cblas_sgemm on
+ * shapes with row, column and k-block tails,
  * and tl_winograd_forward_eval against tl_winograd_forward on the batch-1
  * shapes of ResNet-18's layers and odd ones.
  */
@@ -102,6 +104,64 @@ check_winograd(tl_rng *rng, int n, int h, int w, int c, int oc)
 	free(y2);
 }
 
+/*
+ * tl_sgemm(ta, tb) against cblas_sgemm; the same product split into row
+ * and column blocks must be bitwise the same (callers split work by thread).
+ */
+static void
+check_sgemm(tl_rng *rng, bool ta, bool tb, bool accumulate, int M, int N, int K)
+{
+	int			lda = (ta ? M : K) + 3,
+				ldb = (tb ? K : N) + 5,
+				ldc = N + 7;
+	int64_t		na = (int64_t) (ta ? K : M) * lda,
+				nb = (int64_t) (tb ? N : K) * ldb,
+				nc = (int64_t) M * ldc;
+	float	   *a = malloc(sizeof(float) * na);
+	float	   *b = malloc(sizeof(float) * nb);
+	float	   *c = malloc(sizeof(float) * nc);
+	float	   *r = malloc(sizeof(float) * nc);
+	float	   *c2 = malloc(sizeof(float) * nc);
+	int			mh = M / 2,
+				nh = N / 2;
+
+	for (int64_t i = 0; i < na; i++)
+		a[i] = urand(rng);
+	for (int64_t i = 0; i < nb; i++)
+		b[i] = urand(rng);
+	for (int64_t i = 0; i < nc; i++)
+		c[i] = r[i] = c2[i] = accumulate ? urand(rng) : 42.0f;
+	/* padding columns of C keep their values: 42 unless accumulating */
+	for (int i = 0; i < M; i++)
+		for (int j = N; j < ldc; j++)
+			c[i * ldc + j] = r[i * ldc + j] = c2[i * ldc + j] = 42.0f;
+	tl_sgemm(ta, tb, M, N, K, a, lda, b, ldb, accumulate, c, ldc);
+	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+				M, N, K, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, r, ldc);
+	ok(rel_diff(c, r, nc) < 2e-5, "sgemm %c%c%s %dx%dx%d matches cblas (%.2g)",
+	   ta ? 't' : 'n', tb ? 't' : 'n', accumulate ? " +=" : "", M, N, K, rel_diff(c, r, nc));
+
+	/* four quadrants: rows [0, mh) and [mh, M), columns [0, nh) and [nh, N) */
+	for (int q = 0; q < 4; q++)
+	{
+		int			r0 = q & 1 ? mh : 0,
+					r1 = q & 1 ? M : mh,
+					k0 = q & 2 ? nh : 0,
+					k1 = q & 2 ? N : nh;
+		const float *aq = ta ? a + r0 : a + (int64_t) r0 * lda;
+		const float *bq = tb ? b + (int64_t) k0 * ldb : b + k0;
+
+		tl_sgemm(ta, tb, r1 - r0, k1 - k0, K, aq, lda, bq, ldb, accumulate,
+				 c2 + (int64_t) r0 * ldc + k0, ldc);
+	}
+	ok(memcmp(c, c2, sizeof(float) * nc) == 0, "  bitwise the same split in quadrants");
+	free(a);
+	free(b);
+	free(c);
+	free(r);
+	free(c2);
+}
+
 /* tl_conv_forward_eval (transposed packed weights) against tl_conv_forward */
 static void
 check_conv_eval(tl_rng *rng, int n, int h, int w, int c, int oc, int k, int stride, int pad)
@@ -157,6 +217,18 @@ main(void)
 	tl_rng_seed(&rng, 21);
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_gemm(&rng, shapes[i][0], shapes[i][1], shapes[i][2]);
+	{
+		/* M, N, K: tails of the 8-row tile, the 32-column tile, the
+		 * 256-deep k block and the 512-column B block */
+		static const int sg[][3] = {
+			{1, 1, 1}, {7, 5, 3}, {8, 32, 256}, {9, 33, 257}, {64, 512, 512},
+			{13, 600, 100}, {100, 70, 600}, {3, 17, 1}, {16, 64, 0},
+		};
+
+		for (size_t i = 0; i < sizeof sg / sizeof sg[0]; i++)
+			for (int t = 0; t < 8; t++)
+				check_sgemm(&rng, t & 1, t & 2, t & 4, sg[i][0], sg[i][1], sg[i][2]);
+	}
 	check_winograd(&rng, 1, 56, 56, 64, 64);
 	check_winograd(&rng, 1, 7, 7, 512, 512);
 	check_winograd(&rng, 2, 9, 11, 5, 3);
