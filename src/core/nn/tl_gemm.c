@@ -1,26 +1,29 @@
 /*
- * tl_gemm.c - the engine's own single-precision GEMMs (row-major, alpha 1).
+ * tl_gemm.c - the engine's single-precision GEMM (row-major, alpha 1):
+ * C = op(A) * op(B), or C += op(A) * op(B).
  *
- * tl_sgemm_nn: C = A * B without packing, for the inference Winograd GEMMs.
- * A batch-1 forward's Winograd GEMMs are small in M (49 tiles in layer3,
- * 16 in layer4) and OpenBLAS packs the whole B (the transformed weights) on
- * every call: perf over a backend predicting showed 13% of all CPU in
- * sgemm_itcopy.  This kernel reads B in place, a 32-column panel at a time
- * (K x 128 bytes, cache-resident while up to 8 rows of A stream past it).
+ * Every convolution and linear layer multiplies through here.  OpenBLAS
+ * picks its kernels at run time, and an installation may pin them to an
+ * older core (this machine's environment sets OPENBLAS_CORETYPE=Haswell:
+ * 256-bit FMAs on an EPYC with 512-bit ones); and for the engine's shapes
+ * its packing is overhead: a batch-1 forward's Winograd GEMMs have 16-49
+ * rows, and OpenBLAS re-packed the whole weight matrix on every call (13% of
+ * a predicting backend's CPU in sgemm_itcopy).
  *
- * tl_sgemm: C (+)= op(A) * op(B), packed, for training's GEMMs (forward,
- * input and weight gradients).  OpenBLAS picks its kernels at run time, and
- * an installation may pin them to an older core (OPENBLAS_CORETYPE=Haswell:
- * 256-bit FMAs on a CPU with 512-bit ones); measured on a 2-core AMD EPYC
- * with AVX-512, a finetune step took 0.14 s with those kernels and 0.095 s
- * with OpenBLAS's AVX-512 ones.  This one is the classic blocked GEMM: a
- * KC x NC block of op(B) packed into 32-column panels (L2), 8-row panels of
- * op(A) packed one at a time (L1), an 8 x 32 register tile.
+ * The kernel computes an 8 x 32 tile of C in 16 AVX-512 registers: for each
+ * k, two vectors of op(B)'s row k times 8 broadcast elements of op(A).
+ * op(B) is read in place, a 32-column panel at a time (K x 128 bytes, held
+ * in L1/L2 while all rows of op(A) stream past it), with software prefetch
+ * because its rows are ldb apart.  op(A) is read in place too: element
+ * (r, k) at a[r * lda + k], or at a[k * lda + r] when transposed, where the
+ * 8 elements of a k are contiguous.  Only a transposed B is packed, one
+ * K x 32 panel at a time, into a per-thread buffer.  Measured on one core of
+ * this machine's EPYC, the GEMM shapes of a batch-4 training step ran at
+ * 170-270 GFLOP/s against OpenBLAS's 107-132 with its Haswell kernels.
  *
- * Both are AVX-512 where the build has it; elsewhere they call cblas_sgemm.
- * Each element of C is summed over k in increasing order, in blocks of KC
- * added to C one after the other, whoever computes it: results do not depend
- * on how callers split rows or columns.
+ * Each element of C is one sum over k in increasing order (then added to C
+ * when accumulating), whoever computes it: results do not depend on how
+ * callers split rows or columns.  Builds without AVX-512 call cblas_sgemm.
  */
 #include "tl_nn_internal.h"
 
@@ -32,13 +35,17 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 
-#define MR 8					/* rows of A per block */
+#define MR 8					/* rows of op(A) per tile */
+#define NR 32					/* columns of op(B) per tile (two vectors) */
 #define PF_ROWS 16				/* prefetch distance in rows of B */
 
-/* rows [0, R) x the 32 (masked: m0, m1) columns of C at c */
+/*
+ * Rows [0, R) x the NR (masked: m0, m1) columns of C at c.  at: op(A) is
+ * transposed (A stored K x M).  R and at are constants after inlining.
+ */
 static inline __attribute__((always_inline)) void
-block(const int R, int K, const float *a, int64_t lda, const float *b, int64_t ldb,
-	  float *c, int64_t ldc, __mmask16 m0, __mmask16 m1)
+tile(const int R, const bool at, int K, const float *a, int64_t lda, const float *b,
+	 int64_t ldb, float *c, int64_t ldc, __mmask16 m0, __mmask16 m1, bool add)
 {
 	__m512		acc0[MR],
 				acc1[MR];
@@ -60,211 +67,13 @@ block(const int R, int K, const float *a, int64_t lda, const float *b, int64_t l
 
 		for (int r = 0; r < R; r++)
 		{
-			__m512		av = _mm512_set1_ps(a[r * lda + k]);
+			__m512		av = _mm512_set1_ps(at ? a[(int64_t) k * lda + r] : a[r * lda + k]);
 
 			acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
 			acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
 		}
 	}
 	for (int r = 0; r < R; r++)
-	{
-		_mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
-		_mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc1[r]);
-	}
-}
-
-#define BLOCK_CASE(R) \
-	case R: block(R, K, a, lda, b, ldb, c, ldc, m0, m1); break
-
-void
-tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
-			float *C, int64_t ldc)
-{
-	for (int n0 = 0; n0 < N; n0 += 32)
-	{
-		int			w = N - n0 < 32 ? N - n0 : 32;
-		__mmask16	m0 = (__mmask16) (w >= 16 ? 0xffff : (1u << w) - 1);
-		__mmask16	m1 = (__mmask16) (w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
-		const float *b = B + n0;
-
-		for (int i0 = 0; i0 < M; i0 += MR)
-		{
-			const float *a = A + (int64_t) i0 * lda;
-			float	   *c = C + (int64_t) i0 * ldc + n0;
-
-			switch (M - i0 < MR ? M - i0 : MR)
-			{
-					BLOCK_CASE(1);
-					BLOCK_CASE(2);
-					BLOCK_CASE(3);
-					BLOCK_CASE(4);
-					BLOCK_CASE(5);
-					BLOCK_CASE(6);
-					BLOCK_CASE(7);
-					BLOCK_CASE(8);
-			}
-		}
-	}
-}
-
-
-/* ---- tl_sgemm: packed, for training ---- */
-
-#define PR 8					/* rows of a packed A panel = register tile rows */
-#define PC 32					/* columns of a packed B panel = register tile columns */
-#define KC 256					/* k per block: an A panel is 8 kB, a B panel 32 kB */
-#define NC 512					/* columns of op(B) per packed block: 512 kB, in L2 */
-
-/* Per-thread packing buffers, allocated on first use and freed at thread exit. */
-typedef struct pack_buffers
-{
-	float	   *a;				/* PR x KC */
-	float	   *b;				/* KC x NC */
-} pack_buffers;
-
-static pthread_key_t pack_key;
-static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
-static bool pack_key_ok;
-
-static void
-pack_free(void *p)
-{
-	pack_buffers *pb = p;
-
-	free(pb->a);
-	free(pb->b);
-	free(pb);
-}
-
-static void
-pack_key_init(void)
-{
-	pack_key_ok = pthread_key_create(&pack_key, pack_free) == 0;
-}
-
-/* This thread's buffers, or NULL when they can't be allocated. */
-static pack_buffers *
-pack_buffers_get(void)
-{
-	pack_buffers *pb;
-
-	pthread_once(&pack_once, pack_key_init);
-	if (!pack_key_ok)
-		return NULL;
-	pb = pthread_getspecific(pack_key);
-	if (pb)
-		return pb;
-	pb = calloc(1, sizeof(*pb));
-	if (!pb)
-		return NULL;
-	pb->a = aligned_alloc(64, sizeof(float) * PR * KC);
-	pb->b = aligned_alloc(64, sizeof(float) * KC * NC);
-	if (!pb->a || !pb->b || pthread_setspecific(pack_key, pb) != 0)
-	{
-		pack_free(pb);
-		return NULL;
-	}
-	return pb;
-}
-
-/*
- * op(B)[k0 .. k0+kb) x [n0 .. n0+nb) into panels of PC columns, each kb x PC,
- * zero beyond nb.
- */
-static void
-pack_b(float *bp, bool tb, const float *B, int64_t ldb, int k0, int kb, int n0, int nb)
-{
-	for (int j = 0; j < nb; j += PC)
-	{
-		int			w = nb - j < PC ? nb - j : PC;
-		float	   *p = bp + (int64_t) j * kb;
-
-		if (!tb)
-		{
-			__mmask16	m0 = (__mmask16) (w >= 16 ? 0xffff : (1u << w) - 1);
-			__mmask16	m1 = (__mmask16) (w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
-
-			for (int k = 0; k < kb; k++)
-			{
-				const float *src = B + (int64_t) (k0 + k) * ldb + n0 + j;
-
-				_mm512_store_ps(p + k * PC, _mm512_maskz_loadu_ps(m0, src));
-				_mm512_store_ps(p + k * PC + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-			}
-		}
-		else
-		{
-			/* B is N x K: column n of the panel is row n0 + j + n of B */
-			if (w < PC)
-				memset(p, 0, sizeof(float) * kb * PC);
-			for (int n = 0; n < w; n++)
-			{
-				const float *src = B + (int64_t) (n0 + j + n) * ldb + k0;
-
-				for (int k = 0; k < kb; k++)
-					p[k * PC + n] = src[k];
-			}
-		}
-	}
-}
-
-/* op(A)[m0 .. m0+mr) x [k0 .. k0+kb) as kb x PR (k-major), zero beyond mr */
-static void
-pack_a(float *ap, bool ta, const float *A, int64_t lda, int m0, int mr, int k0, int kb)
-{
-	if (ta)
-	{
-		/* A is K x M: each k gives PR contiguous floats */
-		__mmask16	m = (__mmask16) ((1u << mr) - 1);
-
-		for (int k = 0; k < kb; k++)
-			_mm256_store_ps(ap + k * PR,
-							_mm512_castps512_ps256(_mm512_maskz_loadu_ps(m, A + (int64_t) (k0 + k) * lda + m0)));
-	}
-	else
-	{
-		if (mr < PR)
-			memset(ap, 0, sizeof(float) * kb * PR);
-		for (int r = 0; r < mr; r++)
-		{
-			const float *src = A + (int64_t) (m0 + r) * lda + k0;
-
-			for (int k = 0; k < kb; k++)
-				ap[k * PR + r] = src[k];
-		}
-	}
-}
-
-/*
- * The register tile: t = ap (kb x PR)^T * bp (kb x PC), then C = t
- * (overwrite) or C += t, for rows [0, mr) and the columns of masks m0, m1.
- */
-static inline __attribute__((always_inline)) void
-tile(int kb, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
-	 __mmask16 m0, __mmask16 m1, bool add)
-{
-	__m512		acc0[PR],
-				acc1[PR];
-
-	for (int r = 0; r < PR; r++)
-	{
-		acc0[r] = _mm512_setzero_ps();
-		acc1[r] = _mm512_setzero_ps();
-	}
-	for (int k = 0; k < kb; k++)
-	{
-		__m512		b0 = _mm512_load_ps(bp + k * PC);
-		__m512		b1 = _mm512_load_ps(bp + k * PC + 16);
-
-		for (int r = 0; r < PR; r++)
-		{
-			__m512		av = _mm512_set1_ps(ap[k * PR + r]);
-
-			acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
-			acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
-		}
-	}
-	for (int r = 0; r < mr; r++)
 	{
 		float	   *cr = c + r * ldc;
 
@@ -278,68 +87,188 @@ tile(int kb, const float *ap, const float *bp, float *c, int64_t ldc, int mr,
 	}
 }
 
-void
-tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A, int64_t lda,
-		 const float *B, int64_t ldb, bool accumulate, float *C, int64_t ldc)
+#define TILE_CASE(R) \
+	case R: \
+		if (at) \
+			tile(R, true, K, a, lda, b, ldb, c, ldc, m0, m1, add); \
+		else \
+			tile(R, false, K, a, lda, b, ldb, c, ldc, m0, m1, add); \
+		break
+
+/* Columns [0, w) of C against the panel b (row k at b + k * ldb), all rows. */
+static void
+panel(bool at, int M, int K, const float *A, int64_t lda, const float *b, int64_t ldb,
+	  float *C, int64_t ldc, int w, bool add)
 {
-	pack_buffers *pb;
+	__mmask16	m0 = (__mmask16) (w >= 16 ? 0xffff : (1u << w) - 1);
+	__mmask16	m1 = (__mmask16) (w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
 
-	if (M <= 0 || N <= 0)
-		return;
-	if (K <= 0)
+	for (int i0 = 0; i0 < M; i0 += MR)
 	{
-		if (!accumulate)
-			for (int i = 0; i < M; i++)
-				memset(C + (int64_t) i * ldc, 0, sizeof(float) * N);
-		return;
-	}
-	pb = pack_buffers_get();
-	if (!pb)
-	{
-		/* no memory for the buffers: the same product, OpenBLAS's rounding */
-		cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-					trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, (int) lda,
-					B, (int) ldb, accumulate ? 1.0f : 0.0f, C, (int) ldc);
-		return;
-	}
-	for (int n0 = 0; n0 < N; n0 += NC)
-	{
-		int			nb = N - n0 < NC ? N - n0 : NC;
+		const float *a = at ? A + i0 : A + (int64_t) i0 * lda;
+		float	   *c = C + (int64_t) i0 * ldc;
 
-		for (int k0 = 0; k0 < K; k0 += KC)
+		switch (M - i0 < MR ? M - i0 : MR)
 		{
-			int			kb = K - k0 < KC ? K - k0 : KC;
-			bool		add = accumulate || k0 > 0;
-
-			pack_b(pb->b, trans_b, B, ldb, k0, kb, n0, nb);
-			for (int m0 = 0; m0 < M; m0 += PR)
-			{
-				int			mr = M - m0 < PR ? M - m0 : PR;
-
-				pack_a(pb->a, trans_a, A, lda, m0, mr, k0, kb);
-				for (int j = 0; j < nb; j += PC)
-				{
-					int			w = nb - j < PC ? nb - j : PC;
-					__mmask16	m0m = (__mmask16) (w >= 16 ? 0xffff : (1u << w) - 1);
-					__mmask16	m1m = (__mmask16) (w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
-					float	   *c = C + (int64_t) m0 * ldc + n0 + j;
-
-					tile(kb, pb->a, pb->b + (int64_t) j * kb, c, ldc, mr, m0m, m1m, add);
-				}
-			}
+				TILE_CASE(1);
+				TILE_CASE(2);
+				TILE_CASE(3);
+				TILE_CASE(4);
+				TILE_CASE(5);
+				TILE_CASE(6);
+				TILE_CASE(7);
+				TILE_CASE(8);
 		}
 	}
 }
 
-#else							/* no AVX-512 in this build */
+/*
+ * The per-thread buffer for one transposed-B panel (K x NR floats), grown
+ * on demand and freed when the thread exits.
+ */
+typedef struct panel_buffer
+{
+	float	   *p;
+	int64_t		floats;
+} panel_buffer;
+
+static pthread_key_t panel_key;
+static pthread_once_t panel_once = PTHREAD_ONCE_INIT;
+static bool panel_key_ok;
+
+static void
+panel_buffer_free(void *arg)
+{
+	panel_buffer *pb = arg;
+
+	free(pb->p);
+	free(pb);
+}
+
+static void
+panel_key_init(void)
+{
+	panel_key_ok = pthread_key_create(&panel_key, panel_buffer_free) == 0;
+}
+
+/* This thread's buffer of at least `floats`, or NULL without memory. */
+static float *
+panel_buffer_get(int64_t floats)
+{
+	panel_buffer *pb;
+
+	pthread_once(&panel_once, panel_key_init);
+	if (!panel_key_ok)
+		return NULL;
+	pb = pthread_getspecific(panel_key);
+	if (pb == NULL)
+	{
+		if ((pb = calloc(1, sizeof(*pb))) == NULL)
+			return NULL;
+		if (pthread_setspecific(panel_key, pb) != 0)
+		{
+			free(pb);
+			return NULL;
+		}
+	}
+	if (pb->floats < floats)
+	{
+		float	   *p = aligned_alloc(64, (size_t) floats * sizeof(float));
+
+		if (p == NULL)
+			return NULL;
+		free(pb->p);
+		pb->p = p;
+		pb->floats = floats;
+	}
+	return pb->p;
+}
+
+/* dst rows 0..15 (ldd apart) = the columns of the 16 x 16 block at src (lds apart) */
+static inline void
+transpose16(const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+	__m512		r[16],
+				t[16];
+
+	for (int i = 0; i < 16; i++)
+		r[i] = _mm512_loadu_ps(src + i * lds);
+	/* interleave pairs of rows, then pairs of pairs, then 128-bit lanes twice */
+	for (int i = 0; i < 16; i += 2)
+	{
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 16; i += 4)
+	{
+		r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+		r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+		r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+		r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+	}
+	for (int h = 0; h < 16; h += 8)
+		for (int i = 0; i < 4; i++)
+		{
+			t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+			t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+		}
+	for (int i = 0; i < 8; i++)
+	{
+		_mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+		_mm512_storeu_ps(dst + (i + 8) * ldd, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
+	}
+}
+
+/* Columns [n0, n0 + w) of op(B) = B^T (B stored N x K) as K x NR, zero beyond w. */
+static void
+pack_bt(float *p, const float *B, int64_t ldb, int K, int n0, int w)
+{
+	int			n16 = w & ~15,
+				k16 = K & ~15;
+
+	/* whole 16 x 16 blocks in registers, the edges one element at a time */
+	for (int n = 0; n < n16; n += 16)
+		for (int k = 0; k < k16; k += 16)
+			transpose16(B + (int64_t) (n0 + n) * ldb + k, ldb, p + (int64_t) k * NR + n, NR);
+	for (int n = 0; n < NR; n++)
+	{
+		const float *src = B + (int64_t) (n0 + n) * ldb;
+
+		for (int k = n < n16 ? k16 : 0; k < K; k++)
+			p[(int64_t) k * NR + n] = n < w ? src[k] : 0.0f;
+	}
+}
 
 void
-tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
-			float *C, int64_t ldc)
+tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A, int64_t lda,
+		 const float *B, int64_t ldb, bool accumulate, float *C, int64_t ldc)
 {
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, (int) lda,
-				B, (int) ldb, 0.0f, C, (int) ldc);
+	float	   *bt = NULL;
+
+	if (M <= 0 || N <= 0)
+		return;
+	if (trans_b && (bt = panel_buffer_get((int64_t) K * NR)) == NULL)
+	{
+		/* no memory for the panel: the same product, OpenBLAS's rounding */
+		cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, CblasTrans, M, N, K,
+					1.0f, A, (int) lda, B, (int) ldb, accumulate ? 1.0f : 0.0f, C, (int) ldc);
+		return;
+	}
+	for (int n0 = 0; n0 < N; n0 += NR)
+	{
+		int			w = N - n0 < NR ? N - n0 : NR;
+
+		if (trans_b)
+		{
+			pack_bt(bt, B, ldb, K, n0, w);
+			panel(trans_a, M, K, A, lda, bt, NR, C + n0, ldc, w, accumulate);
+		}
+		else
+			panel(trans_a, M, K, A, lda, B + n0, ldb, C + n0, ldc, w, accumulate);
+	}
 }
+
+#else							/* no AVX-512 in this build */
 
 void
 tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A, int64_t lda,
@@ -352,3 +281,10 @@ tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A, int64_
 				B, (int) ldb, accumulate ? 1.0f : 0.0f, C, (int) ldc);
 }
 #endif
+
+void
+tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb,
+			float *C, int64_t ldc)
+{
+	tl_sgemm(false, false, M, N, K, A, lda, B, ldb, false, C, ldc);
+}

@@ -42,8 +42,7 @@ void		tl_zero_parallel(void *p, size_t bytes);
 
 /*
  * C (M x N) = A (M x K) * B (K x N), row-major, overwriting C, single
- * threaded, B read in place (tl_gemm.c).  Each element is summed over k in
- * order, so results do not depend on how a caller splits rows or columns.
+ * threaded, A and B read in place: tl_sgemm(false, false, ..., false, ...).
  */
 void		tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float *B,
 						int64_t ldb, float *C, int64_t ldc);
@@ -51,10 +50,11 @@ void		tl_sgemm_nn(int M, int N, int K, const float *A, int64_t lda, const float 
 /*
  * C (M x N) = op(A) * op(B), or C += op(A) * op(B) when accumulate;
  * op(A) is M x K (A stored K x M when trans_a), op(B) is K x N (B stored
- * N x K when trans_b); row-major, single threaded, packed (tl_gemm.c).  Each
- * element is summed over k in a fixed order, so results do not depend on how
- * a caller splits rows or columns.  Uses a per-thread 520 kB packing buffer,
- * allocated on first use and freed when the thread exits.
+ * N x K when trans_b); row-major, single threaded (tl_gemm.c).  Each
+ * element is one sum over k in increasing order, so results do not depend on
+ * how a caller splits rows or columns.  A transposed B is packed a K x 32
+ * panel at a time into a per-thread buffer (grown to the largest K seen,
+ * freed when the thread exits).
  */
 void		tl_sgemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A,
 					 int64_t lda, const float *B, int64_t ldb, bool accumulate, float *C,
