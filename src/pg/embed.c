@@ -37,8 +37,7 @@ tl_embed(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	img = PG_GETARG_BYTEA_PP(0);
 
-	m = tl_model_cache_get(tl_predict_model_arg(fcinfo, 1),
-						   tl_predict_extension_schema(fcinfo));
+	m = tl_predict_call_model(fcinfo, 1);
 	dim = 8 * tl_resnet_get_config(m->net)->base_width;
 	tl_predict_prepare_input(m, img);
 

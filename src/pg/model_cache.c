@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "model_cache.h"
@@ -80,6 +81,32 @@ typedef struct model_identity
 	ItemPointerData ctid;
 	int64		tensors_version;
 } model_identity;
+
+/*
+ * A call site's memo of its last lookup (model_cache.h).  The lookups are
+ * read-only SPI queries in the active snapshot, as the current user: with
+ * the same snapshot, user and model argument they return the same row
+ * versions, so the memo's identity stands in for them.
+ */
+struct tl_model_memo
+{
+	MemoryContext cxt;			/* owns model, xip and subxip */
+	bool		valid;
+	TimestampTz statement;		/* the statement's start: one statement at most */
+	Oid			user;
+	char	   *model;			/* NULL: the default model */
+	/* the snapshot's visibility: every field HeapTupleSatisfiesMVCC reads */
+	TransactionId xmin;
+	TransactionId xmax;
+	CommandId	curcid;
+	uint32		xcnt;
+	int32		subxcnt;
+	bool		suboverflowed;
+	bool		recovery;
+	TransactionId *xip;
+	TransactionId *subxip;
+	model_identity ident;
+};
 
 static void
 free_entry(tl_cached_model *m)
@@ -432,12 +459,111 @@ load_model(const model_identity *ident)
 	return m;
 }
 
+tl_model_memo *
+tl_model_memo_create(MemoryContext cxt)
+{
+	tl_model_memo *memo = MemoryContextAllocZero(cxt, sizeof(tl_model_memo));
+
+	memo->cxt = cxt;
+	return memo;
+}
+
+static bool
+memo_matches(const tl_model_memo *memo, const char *model, Snapshot snap)
+{
+	if (!memo->valid || memo->user != GetUserId() ||
+		memo->statement != GetCurrentStatementStartTimestamp())
+		return false;
+	if ((model == NULL) != (memo->model == NULL) ||
+		(model != NULL && strcmp(model, memo->model) != 0))
+		return false;
+	return snap->xmin == memo->xmin && snap->xmax == memo->xmax &&
+		snap->curcid == memo->curcid && snap->xcnt == memo->xcnt &&
+		snap->subxcnt == memo->subxcnt && snap->suboverflowed == memo->suboverflowed &&
+		snap->takenDuringRecovery == memo->recovery &&
+		(snap->xcnt == 0 ||
+		 memcmp(snap->xip, memo->xip, sizeof(TransactionId) * snap->xcnt) == 0) &&
+		(snap->subxcnt <= 0 ||
+		 memcmp(snap->subxip, memo->subxip, sizeof(TransactionId) * snap->subxcnt) == 0);
+}
+
+static TransactionId *
+memo_copy_xids(tl_model_memo *memo, TransactionId *old, const TransactionId *xids, int n)
+{
+	TransactionId *copy;
+
+	if (old)
+		pfree(old);
+	if (n <= 0)
+		return NULL;
+	copy = MemoryContextAlloc(memo->cxt, sizeof(TransactionId) * n);
+	memcpy(copy, xids, sizeof(TransactionId) * n);
+	return copy;
+}
+
+static void
+memo_store(tl_model_memo *memo, const char *model, Snapshot snap, const model_identity *ident)
+{
+	memo->valid = false;		/* until complete: an allocation may fail */
+	if (memo->model)
+		pfree(memo->model);
+	memo->model = model ? MemoryContextStrdup(memo->cxt, model) : NULL;
+	memo->xip = memo_copy_xids(memo, memo->xip, snap->xip, snap->xcnt);
+	memo->subxip = memo_copy_xids(memo, memo->subxip, snap->subxip, snap->subxcnt);
+	memo->user = GetUserId();
+	memo->statement = GetCurrentStatementStartTimestamp();
+	memo->xmin = snap->xmin;
+	memo->xmax = snap->xmax;
+	memo->curcid = snap->curcid;
+	memo->xcnt = snap->xcnt;
+	memo->subxcnt = snap->subxcnt;
+	memo->suboverflowed = snap->suboverflowed;
+	memo->recovery = snap->takenDuringRecovery;
+	memo->ident = *ident;
+	memo->valid = true;
+}
+
+/* The cached entry built from row version ident, or NULL. */
+static tl_cached_model *
+find_entry(const model_identity *ident)
+{
+	for (int i = 0; i < cache_len; i++)
+	{
+		tl_cached_model *c = cache[i];
+
+		if (c->id == ident->id && c->xmin == ident->xmin &&
+			ItemPointerEquals(&c->ctid, (ItemPointer) &ident->ctid) &&
+			c->tensors_version == ident->tensors_version)
+			return c;
+	}
+	return NULL;
+}
+
 tl_cached_model *
 tl_model_cache_get(const char *model, Oid schema)
 {
+	return tl_model_cache_get_memo(model, schema, NULL);
+}
+
+tl_cached_model *
+tl_model_cache_get_memo(const char *model, Oid schema, tl_model_memo *memo)
+{
 	model_identity ident;
 	tl_cached_model *m = NULL;
+	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
 	int			rc;
+
+	if (snap == NULL || snap->snapshot_type != SNAPSHOT_MVCC)
+		memo = NULL;
+	if (memo && memo_matches(memo, model, snap) &&
+		(m = find_entry(&memo->ident)) != NULL &&
+		cache_len <= tl_guc_model_cache_size)
+	{
+		m->last_used = ++lru_clock;
+		m->hits++;
+		return m;
+	}
+	m = NULL;
 
 	if (!xact_callback_registered)
 	{
@@ -450,19 +576,7 @@ tl_model_cache_get(const char *model, Oid schema)
 	prepare_plans(schema);
 	resolve_model(model, &ident);
 
-	for (int i = 0; i < cache_len; i++)
-	{
-		tl_cached_model *c = cache[i];
-
-		if (c->id == ident.id && c->xmin == ident.xmin &&
-			ItemPointerEquals(&c->ctid, &ident.ctid) &&
-			c->tensors_version == ident.tensors_version)
-		{
-			m = c;
-			break;
-		}
-	}
-
+	m = find_entry(&ident);
 	if (m == NULL)
 	{
 		/* An older version of the same model is dead: free it first. */
@@ -488,5 +602,7 @@ tl_model_cache_get(const char *model, Oid schema)
 	m->last_used = ++lru_clock;
 	m->hits++;
 	SPI_finish();
+	if (memo)
+		memo_store(memo, model, snap, &ident);
 	return m;
 }

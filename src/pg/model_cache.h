@@ -3,15 +3,17 @@
  *
  * Each backend (and each parallel worker) keeps up to
  * transfer.model_cache_size models loaded: the network with its weights and
- * batch-1 buffers planned for the model's image size.  Every lookup first
- * asks the tables, in the caller's snapshot, which row version of the model
- * is current (id, xmin, ctid) and which row versions its tensors are (a hash
- * of their xmin and ctid); a cached entry is used only if it was built from
- * exactly those versions.  Reading tl_model_tensors on every call also checks
- * the current user's privileges on each hit, as a fresh load would (42501),
- * so SET ROLE cannot reuse a model another role loaded.  So a replaced, deleted or newly deployed model
- * is seen by the next call in every process, on a hot standby too, and the
- * check is one cached-plan index lookup, far cheaper than an inference.
+ * batch-1 buffers planned for the model's image size.  Every lookup (for a
+ * function called per row, the statement's first; see the memo below) asks
+ * the tables, in the caller's snapshot, which row version of the model is
+ * current (id, xmin, ctid) and which row versions its tensors are (a hash of
+ * their xmin and ctid); a cached entry is used only if it was built from
+ * exactly those versions.  Reading tl_model_tensors on every lookup also
+ * checks the current user's privileges on each hit, as a fresh load would
+ * (42501), so SET ROLE cannot reuse a model another role loaded.  So a
+ * replaced, deleted or newly deployed model is seen by the next statement in
+ * every process, on a hot standby too, and the check is one cached-plan
+ * index lookup, far cheaper than an inference.
  *
  * Entries are malloc'd core objects, freed on eviction (least recently used
  * first) or when a newer version of the same model is loaded.  A network's
@@ -61,6 +63,21 @@ typedef struct tl_cached_model
  * callers that run queries while using it pin it.
  */
 tl_cached_model *tl_model_cache_get(const char *model, Oid schema);
+
+/*
+ * A call site's memo of its last lookup, for functions called once per row:
+ * tl_model_cache_get_memo skips the lookup queries when the statement, the
+ * snapshot (every field visibility depends on), the current user and the
+ * model argument are those of the memo's lookup, and the entry is still
+ * cached.  The queries'
+ * answers can't differ then; privileges are checked once per statement, as
+ * the executor checks a query's tables when it starts.  Allocated in cxt
+ * (the function's fn_mcxt), which owns it.
+ */
+typedef struct tl_model_memo tl_model_memo;
+
+tl_model_memo *tl_model_memo_create(MemoryContext cxt);
+tl_cached_model *tl_model_cache_get_memo(const char *model, Oid schema, tl_model_memo *memo);
 
 /* Keep an entry from eviction until unpinned or the transaction ends. */
 void		tl_model_cache_pin(tl_cached_model *m);

@@ -42,19 +42,37 @@ PG_FUNCTION_INFO_V1(tl_predict_topk);
 PG_FUNCTION_INFO_V1(tl_evaluate);
 PG_FUNCTION_INFO_V1(tl_model_cache);
 
-/* The extension's schema: the namespace of the function being called. */
+/*
+ * fn_extra of the functions called once per row: the extension's schema
+ * (the namespace of the function being called) and the memo of the last
+ * model lookup (model_cache.h), which spares the rows after the first of a
+ * statement the lookup queries.
+ */
+typedef struct call_state
+{
+	Oid			schema;
+	tl_model_memo *memo;
+} call_state;
+
+static call_state *
+get_call_state(FunctionCallInfo fcinfo)
+{
+	call_state *cs = (call_state *) fcinfo->flinfo->fn_extra;
+
+	if (cs == NULL)
+	{
+		cs = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(call_state));
+		cs->schema = get_func_namespace(fcinfo->flinfo->fn_oid);
+		cs->memo = tl_model_memo_create(fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = cs;
+	}
+	return cs;
+}
+
 static Oid
 extension_schema(FunctionCallInfo fcinfo)
 {
-	Oid		   *cached = (Oid *) fcinfo->flinfo->fn_extra;
-
-	if (cached == NULL)
-	{
-		cached = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
-		*cached = get_func_namespace(fcinfo->flinfo->fn_oid);
-		fcinfo->flinfo->fn_extra = cached;
-	}
-	return *cached;
+	return get_call_state(fcinfo)->schema;
 }
 
 /* The optional model argument at position argno, NULL if absent. */
@@ -64,6 +82,15 @@ model_arg(FunctionCallInfo fcinfo, int argno)
 	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
 		return NULL;
 	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* The model of this row's call: argument argno, absent or NULL for the default. */
+static tl_cached_model *
+call_model(FunctionCallInfo fcinfo, int argno)
+{
+	call_state *cs = get_call_state(fcinfo);
+
+	return tl_model_cache_get_memo(model_arg(fcinfo, argno), cs->schema, cs->memo);
 }
 
 /* Errors that mean "this image can't be used", as opposed to our own failures. */
@@ -176,7 +203,7 @@ predict_common(FunctionCallInfo fcinfo, bool skip_bad_image)
 	tl_cached_model *m;
 	text	   *result;
 
-	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
+	m = call_model(fcinfo, 1);
 	if (prepare_input(m, img, skip_bad_image, PREDICT_HINT))
 	{
 		run_model(m);
@@ -215,7 +242,7 @@ tl_predict_proba(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	Datum		result;
 
-	m = tl_model_cache_get(model_arg(fcinfo, 1), extension_schema(fcinfo));
+	m = call_model(fcinfo, 1);
 	prepare_input(m, img, false, PREDICT_HINT);
 	run_model(m);
 
@@ -645,16 +672,10 @@ tl_model_cache(PG_FUNCTION_ARGS)
  * For the other SQL functions that run cached models (embed.c): the
  * helpers above under names of their own.
  */
-Oid
-tl_predict_extension_schema(FunctionCallInfo fcinfo)
+tl_cached_model *
+tl_predict_call_model(FunctionCallInfo fcinfo, int argno)
 {
-	return extension_schema(fcinfo);
-}
-
-char *
-tl_predict_model_arg(FunctionCallInfo fcinfo, int argno)
-{
-	return model_arg(fcinfo, argno);
+	return call_model(fcinfo, argno);
 }
 
 void

@@ -11,11 +11,12 @@
 
 #include "model_cache.h"
 
-/* The extension's schema: the namespace of the function being called. */
-Oid			tl_predict_extension_schema(FunctionCallInfo fcinfo);
-
-/* The optional model argument at position argno, NULL if absent or NULL. */
-char	   *tl_predict_model_arg(FunctionCallInfo fcinfo, int argno);
+/*
+ * The model of a call of a function called once per row (argument argno,
+ * absent or NULL for the default model), through the call site's memo of
+ * its last lookup; uses fn_extra.
+ */
+tl_cached_model *tl_predict_call_model(FunctionCallInfo fcinfo, int argno);
 
 /* Decode img and apply m's eval transform into m->input; raises on a bad image. */
 void		tl_predict_prepare_input(tl_cached_model *m, const bytea *img);

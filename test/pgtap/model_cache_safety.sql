@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(15);
+SELECT plan(18);
 
 SELECT FROM tl_import_weights('mc_a',
 	pg_read_binary_file(:'fx' || '/predict/predict_a.safetensors'), ARRAY['ants', 'bees']);
@@ -58,6 +58,25 @@ GRANT SELECT ON tl_model_tensors TO mc_dave;
 SET ROLE mc_dave;
 SELECT is((SELECT tl_predict(img, 'mc_a') FROM mc_img LIMIT 1), 'bees', 'once granted SELECT, the role predicts');
 RESET ROLE;
+
+-- Rows after the first of a statement skip the lookup queries (the call's
+-- memo, model_cache.h) only for the same user, snapshot and model argument.
+REVOKE SELECT ON tl_model_tensors FROM mc_dave;
+SELECT throws_ok($$SELECT tl_predict(img, 'mc_a'), set_config('role', 'mc_dave', true) FROM mc_img$$,
+	'42501', 'permission denied for table tl_model_tensors',
+	'a role switch between two rows of one statement: the second row checks the new role''s privileges (42501)');
+RESET ROLE;
+SELECT FROM tl_import_weights('mc_b',
+	pg_read_binary_file(:'fx' || '/predict/predict_a.safetensors'), ARRAY['ants', 'bees']);
+UPDATE tl_stored_models SET image_size = 32 WHERE name = 'mc_b';
+UPDATE tl_model_tensors SET data = '\x0000c8420000c8c2'
+WHERE model_id = (SELECT id FROM tl_stored_models WHERE name = 'mc_b') AND key = 'fc.bias';
+SELECT is((SELECT string_agg(tl_predict(img, CASE WHEN i % 2 = 0 THEN 'mc_a' ELSE 'mc_b' END), ',' ORDER BY i)
+		   FROM (SELECT img, row_number() OVER () AS i FROM mc_img) t),
+	'ants,bees,ants,bees', 'models alternating row by row in one statement: each row uses its own');
+SELECT is((SELECT string_agg(tl_predict(img, m), ',' ORDER BY m)
+		   FROM (SELECT img FROM mc_img LIMIT 1) t, (VALUES ('mc_a'), ('mc_a'), ('mc_b'), ('mc_b')) v(m)),
+	'bees,bees,ants,ants', 'and in runs of the same model');
 
 -- ---- finding 8: image limits ----
 SET ROLE mc_dave;

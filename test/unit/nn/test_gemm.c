@@ -218,8 +218,8 @@ main(void)
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_gemm(&rng, shapes[i][0], shapes[i][1], shapes[i][2]);
 	{
-		/* M, N, K: tails of the 8-row tile, the 32-column tile, the
-		 * 256-deep k block and the 512-column B block */
+		/* M, N, K: tails of the 8-row tile, the 32-column tile and the
+		 * 16 x 16 transposes of a packed B^T panel */
 		static const int sg[][3] = {
 			{1, 1, 1}, {7, 5, 3}, {8, 32, 256}, {9, 33, 257}, {64, 512, 512},
 			{13, 600, 100}, {100, 70, 600}, {3, 17, 1}, {16, 64, 0},
