@@ -12,6 +12,7 @@
 
 #include <math.h>
 
+#include "access/detoast.h"
 #include "access/parallel.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -513,7 +514,11 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 			if (from_relation)
 			{
-				/* tl_train's rules: rows without an image or label, or with unusable bytes, are skipped */
+				/*
+				 * tl_train's rules (train/source.c): rows without an image or
+				 * label, over the size limits, or with unusable bytes, are
+				 * skipped
+				 */
 				tl_image_format fmt;
 				size_t		len;
 				int			w,
@@ -521,6 +526,8 @@ tl_evaluate(PG_FUNCTION_ARGS)
 				tl_error	e;
 
 				if (isnull || label == NULL || label[0] == '\0' ||
+					(int64) (toast_raw_datum_size(imgd) - VARHDRSZ) >
+					(int64) tl_guc_max_image_file_size * 1024 ||
 					tl_probe_image_datum(imgd, &len, &fmt, &w, &h, &e) != TL_OK ||
 					(int64) w * h > tl_guc_max_image_pixels)
 				{
@@ -578,7 +585,8 @@ tl_evaluate(PG_FUNCTION_ARGS)
 	if (skipped > 0)
 		ereport(NOTICE,
 				(errmsg("skipped " INT64_FORMAT " rows of %s without an image or label, or whose image is not a usable JPEG or PNG",
-						skipped, src.qualified)));
+						skipped, src.qualified),
+				 errdetail("As tl_train does: images over transfer.max_image_file_size or transfer.max_image_pixels count as unusable.")));
 	if (images == 0)
 		tl_pg_raise_no_dataset(dataset, split);
 

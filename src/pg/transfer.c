@@ -68,8 +68,8 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("transfer.max_image_file_size",
-							"Largest image file that tl_import_folder and load-folder.sh import.",
-							"Larger files are skipped with a warning.  Only superusers (or roles "
+							"Largest image file that tl_import_folder and load-folder.sh import, and that tl_train and tl_evaluate use from a table.",
+							"Larger files are skipped with a warning or a notice.  Only superusers (or roles "
 							"granted SET on it) change it.",
 							&tl_guc_max_image_file_size,
 							64 * 1024, 1, (int) ((MaxAllocSize - VARHDRSZ) / 1024),

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 . scripts/pgcluster.sh
 . test/t/tap.bash
 
-echo "1..21"
+echo "1..22"
 
 db=tl_train_source
 q() { tl_psql -At -d $db "$@"; }
@@ -55,6 +55,11 @@ is "$(q -c "SELECT args->'source'->>'relation', args->'source'->>'image_column',
 			FROM tl_runs WHERE id = '$run_a'")" "photos|photo|t" "the source is recorded with the run"
 is "$(q -c "SELECT e->>'images', jsonb_array_length(e->'confusion') FROM (SELECT tl_evaluate('photos-a', 'photos', label_column => 'category') e) x" 2>/dev/null)" \
 	"$good|3" "tl_evaluate on the table: every good row, a 3x3 confusion matrix"
+# transfer.max_image_file_size (kB) just under the largest image: tl_evaluate skips it, as tl_train would
+limit_kb=$(q -c "SELECT max(octet_length(photo)) / 1024 FROM photos WHERE category IS NOT NULL AND octet_length(photo) > 4")
+fit=$(q -c "SELECT count(*) FROM photos WHERE photo IS NOT NULL AND category IS NOT NULL AND octet_length(photo) > 4 AND octet_length(photo) <= $limit_kb * 1024")
+is "$(q -c "SET transfer.max_image_file_size = $limit_kb" -c "SELECT e->>'images' FROM (SELECT tl_evaluate('photos-a', 'photos', label_column => 'category') e) x" 2>/dev/null)" \
+	"$fit" "tl_evaluate on the table skips images over transfer.max_image_file_size ($fit of $good fit)"
 
 # ---- the drawn split is reproducible for a seed
 run_b=$(q -c "SELECT tl_train('finetune', 'photos', label_column => 'category', seed => 7, $small)" 2>/dev/null | tail -n 1)
