@@ -109,6 +109,54 @@ is_image_error(tl_code code)
  * false (after a DEBUG1 message) for an unusable image when skip_bad_image,
  * otherwise raises the image core's error with bad_image_hint.
  */
+/*
+ * The eval transform of one image with its rows split over the compute
+ * threads (the decode before it is serial): any split gives the same floats
+ * (tl_transform_eval_rows).  Each part's result goes to its own slot, since
+ * the pool's threads must not raise errors.
+ */
+typedef struct transform_job
+{
+	const tl_image *img;
+	int			resize;
+	int			crop;
+	float	   *out;
+	tl_code    *rc;				/* per part */
+	tl_error   *err;			/* per part */
+} transform_job;
+
+static void
+transform_part(void *arg, int64_t begin, int64_t end, int part)
+{
+	transform_job *j = arg;
+
+	j->rc[part] = tl_transform_eval_rows(j->img, j->resize, j->crop, (int) begin, (int) end,
+										 j->out, &j->err[part]);
+}
+
+static tl_code
+transform_parallel(const tl_image *img, int resize, int crop, float *out, tl_error *err)
+{
+	int			threads = tl_get_num_threads();
+	transform_job j = {img, resize, crop, out};
+	int			parts;
+
+	if (threads <= 1 || crop < 32)
+		return tl_transform_eval(img, resize, crop, out, err);
+	j.rc = palloc(sizeof(tl_code) * threads);
+	j.err = palloc(sizeof(tl_error) * threads);
+	parts = tl_parallel_for(crop, 16, transform_part, &j);
+	for (int i = 0; i < parts; i++)
+		if (j.rc[i] != TL_OK)
+		{
+			*err = j.err[i];
+			return j.rc[i];
+		}
+	pfree(j.rc);
+	pfree(j.err);
+	return TL_OK;
+}
+
 static bool
 prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image,
 			  const char *bad_image_hint)
@@ -122,7 +170,7 @@ prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image,
 						 (int64_t) tl_guc_max_image_pixels, &image, &err);
 	if (rc == TL_OK)
 	{
-		rc = tl_transform_eval(&image, m->resize, m->image_size, m->input, &err);
+		rc = transform_parallel(&image, m->resize, m->image_size, m->input, &err);
 		tl_image_free(&image);
 	}
 	if (rc == TL_OK)
@@ -205,6 +253,7 @@ predict_common(FunctionCallInfo fcinfo, bool skip_bad_image)
 	text	   *result;
 
 	m = call_model(fcinfo, 1);
+	tl_predict_use_threads();
 	if (prepare_input(m, img, skip_bad_image, PREDICT_HINT))
 	{
 		run_model(m);
@@ -244,6 +293,7 @@ tl_predict_proba(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	m = call_model(fcinfo, 1);
+	tl_predict_use_threads();
 	prepare_input(m, img, false, PREDICT_HINT);
 	run_model(m);
 

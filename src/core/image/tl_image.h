@@ -84,6 +84,14 @@ tl_code		tl_transform_eval(const tl_image *img, int resize, int crop,
 							  float *out, tl_error *err);
 
 /*
+ * The same for output rows [row0, row1) only, written at their place in out
+ * (crop * crop * 3 floats): any split of the rows gives tl_transform_eval's
+ * floats, so callers may run the parts on several threads.
+ */
+tl_code		tl_transform_eval_rows(const tl_image *img, int resize, int crop, int row0,
+								   int row1, float *out, tl_error *err);
+
+/*
  * Training transform: RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3))
  * with torchvision's ten tries and centre-crop fallback, then
  * RandomHorizontalFlip(0.5), ToTensor, Normalize.  Draws from rng.

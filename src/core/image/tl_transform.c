@@ -87,9 +87,14 @@ round_half_even_half(int d)
 	return (q % 2 == 0) ? q : q + 1;
 }
 
-tl_code
-tl_transform_eval_rgb8(const tl_image *img, int resize, int crop, uint8_t *out,
-					   tl_error *err)
+/*
+ * Output rows [row0, row1) of the evaluation transform before ToTensor, as
+ * (row1 - row0) * crop * 3 bytes at out.  Every output pixel depends only on
+ * its own resampling weights, so any split of the rows gives the same bytes.
+ */
+static tl_code
+eval_rgb8_rows(const tl_image *img, int resize, int crop, int row0, int row1,
+			   uint8_t *out, tl_error *err)
 {
 	int			w,
 				h,
@@ -110,6 +115,9 @@ tl_transform_eval_rgb8(const tl_image *img, int resize, int crop, uint8_t *out,
 		(rc = check_output_size("resize", resize, err)) != TL_OK ||
 		(rc = check_output_size("crop size", crop, err)) != TL_OK)
 		return rc;
+	if (row0 < 0 || row1 > crop || row0 >= row1)
+		return tl_fail(err, TL_E_INVALID, "rows %d..%d are not within the %d-row crop",
+					   row0, row1, crop);
 	w = img->width;
 	h = img->height;
 
@@ -134,30 +142,63 @@ tl_transform_eval_rgb8(const tl_image *img, int resize, int crop, uint8_t *out,
 	y0 = off_y < 0 ? -off_y : 0;
 	x1 = new_w - off_x < crop ? new_w - off_x : crop;
 	y1 = new_h - off_y < crop ? new_h - off_y : crop;
-	if (x0 > 0 || y0 > 0 || x1 < crop || y1 < crop)
-		memset(out, 0, (size_t) crop * crop * 3);
+	/* this call's rows of the image part: [y0, y1) within [row0, row1) */
+	if (y0 < row0)
+		y0 = row0;
+	if (y1 > row1)
+		y1 = row1;
+	if (x0 > 0 || y0 > row0 || x1 < crop || y1 < row1)
+		memset(out, 0, (size_t) (row1 - row0) * crop * 3);
+	if (y1 <= y0)
+		return TL_OK;			/* only padding in these rows */
 
 	return tl_resample_bilinear(img->rgb, w, h, (size_t) w * 3, new_w, new_h,
 								x0 + off_x, y0 + off_y, x1 - x0, y1 - y0,
-								out + ((size_t) y0 * crop + x0) * 3, (size_t) crop * 3, err);
+								out + ((size_t) (y0 - row0) * crop + x0) * 3, (size_t) crop * 3,
+								err);
 }
 
 tl_code
-tl_transform_eval(const tl_image *img, int resize, int crop, float *out, tl_error *err)
+tl_transform_eval_rgb8(const tl_image *img, int resize, int crop, uint8_t *out,
+					   tl_error *err)
+{
+	tl_code		rc;
+
+	if ((rc = check_output_size("crop size", crop, err)) != TL_OK)
+		return rc;
+	return eval_rgb8_rows(img, resize, crop, 0, crop, out, err);
+}
+
+tl_code
+tl_transform_eval_rows(const tl_image *img, int resize, int crop, int row0, int row1,
+					   float *out, tl_error *err)
 {
 	uint8_t    *rgb;
 	tl_code		rc;
 
 	if ((rc = check_output_size("crop size", crop, err)) != TL_OK)
 		return rc;
-	rgb = malloc((size_t) crop * crop * 3);
+	if (row0 < 0 || row1 > crop || row0 >= row1)
+		return tl_fail(err, TL_E_INVALID, "rows %d..%d are not within the %d-row crop",
+					   row0, row1, crop);
+	rgb = malloc((size_t) (row1 - row0) * crop * 3);
 	if (rgb == NULL)
 		return tl_fail(err, TL_E_NOMEM, "out of memory transforming an image");
-	rc = tl_transform_eval_rgb8(img, resize, crop, rgb, err);
+	rc = eval_rgb8_rows(img, resize, crop, row0, row1, rgb, err);
 	if (rc == TL_OK)
-		tl_normalize_rgb8(rgb, (size_t) crop * crop, out);
+		tl_normalize_rgb8(rgb, (size_t) (row1 - row0) * crop, out + (size_t) row0 * crop * 3);
 	free(rgb);
 	return rc;
+}
+
+tl_code
+tl_transform_eval(const tl_image *img, int resize, int crop, float *out, tl_error *err)
+{
+	tl_code		rc;
+
+	if ((rc = check_output_size("crop size", crop, err)) != TL_OK)
+		return rc;
+	return tl_transform_eval_rows(img, resize, crop, 0, crop, out, err);
 }
 
 int

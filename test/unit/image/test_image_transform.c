@@ -90,6 +90,20 @@ check_eval(const char *name, int size, int resize, const char *ref_name)
 	tl_normalize_rgb8(ref, (size_t) size * size, want_f);
 	if (is_int(tl_transform_eval(&img, resize, size, f, &err), TL_OK, "%s fp32 eval transform", name))
 		ok(memcmp(f, want_f, sizeof(float) * size * size * 3) == 0, "%s fp32 eval equals normalised reference", name);
+	/* row parts, as prediction runs them on its threads, give the same floats */
+	{
+		const int	cuts[] = {1, size / 2, size - 1};
+		int			same = 1;
+
+		for (int c = 0; c < 3 && same; c++)
+		{
+			memset(f, 0xff, sizeof(float) * size * size * 3);
+			same = tl_transform_eval_rows(&img, resize, size, 0, cuts[c], f, &err) == TL_OK &&
+				tl_transform_eval_rows(&img, resize, size, cuts[c], size, f, &err) == TL_OK &&
+				memcmp(f, want_f, sizeof(float) * size * size * 3) == 0;
+		}
+		ok(same, "%s eval transform split in row parts equals the whole", name);
+	}
 	tl_image_free(&img);
 out:
 	free(ref);
@@ -471,6 +485,20 @@ test_eval_padding(void)
 	ok(out[(1 * 4 + 1) * 3] == 10 && out[(1 * 4 + 2) * 3 + 2] == 60, "image placed at (1, 1)");
 	ok(out[0] == 0 && out[(0 * 4 + 1) * 3] == 0 && out[(2 * 4 + 1) * 3] == 0 && out[(1 * 4 + 3) * 3] == 0,
 	   "padding is zero");
+	{
+		float		whole[4 * 4 * 3],
+					parts[4 * 4 * 3];
+
+		/* row 0 is all padding, row 1 holds the image */
+		is_int(tl_transform_eval(&img, 1, 4, whole, &err), TL_OK, "fp32 eval with padding");
+		memset(parts, 0xff, sizeof(parts));
+		ok(tl_transform_eval_rows(&img, 1, 4, 0, 1, parts, &err) == TL_OK &&
+		   tl_transform_eval_rows(&img, 1, 4, 1, 2, parts, &err) == TL_OK &&
+		   tl_transform_eval_rows(&img, 1, 4, 2, 4, parts, &err) == TL_OK &&
+		   memcmp(parts, whole, sizeof(whole)) == 0, "padded eval in row parts equals the whole");
+		is_int(tl_transform_eval_rows(&img, 1, 4, 2, 2, parts, &err), TL_E_INVALID, "an empty row range is refused");
+		is_int(tl_transform_eval_rows(&img, 1, 4, 3, 5, parts, &err), TL_E_INVALID, "rows past the crop are refused");
+	}
 }
 
 int
