@@ -15,6 +15,7 @@
 #include "fmgr.h"
 
 #include "image_datum.h"
+#include "transfer_pg.h"
 
 /* JPEG frame headers follow the APPn segments; EXIF thumbnails are up to 64 KB. */
 #define TL_PROBE_PREFIX (80 * 1024)
@@ -43,4 +44,20 @@ tl_probe_image_datum(Datum value, size_t *len, tl_image_format *fmt,
 	if (data != attr)
 		pfree(data);
 	return rc;
+}
+
+tl_image_usability
+tl_image_datum_usability(Datum value, size_t *len, int *width, int *height)
+{
+	tl_image_format fmt;
+	tl_error	err;
+
+	if ((int64) (toast_raw_datum_size(value) - VARHDRSZ) >
+		(int64) tl_guc_max_image_file_size * 1024)
+		return TL_IMAGE_TOO_BIG;
+	if (tl_probe_image_datum(value, len, &fmt, width, height, &err) != TL_OK)
+		return TL_IMAGE_UNREADABLE;
+	if ((int64) *width * *height > tl_guc_max_image_pixels)
+		return TL_IMAGE_TOO_BIG;
+	return TL_IMAGE_USABLE;
 }

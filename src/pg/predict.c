@@ -12,7 +12,6 @@
 
 #include <math.h>
 
-#include "access/detoast.h"
 #include "access/parallel.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -105,11 +104,6 @@ is_image_error(tl_code code)
 #define PREDICT_HINT "Use tl_try_predict to skip images that can't be decoded (it returns NULL for them)."
 
 /*
- * Decode img and apply the model's eval transform into m->input.  Returns
- * false (after a DEBUG1 message) for an unusable image when skip_bad_image,
- * otherwise raises the image core's error with bad_image_hint.
- */
-/*
  * The eval transform of one image with its rows split over the compute
  * threads (the decode before it is serial): any split gives the same floats
  * (tl_transform_eval_rows).  Each part's result goes to its own slot, since
@@ -157,6 +151,11 @@ transform_parallel(const tl_image *img, int resize, int crop, float *out, tl_err
 	return TL_OK;
 }
 
+/*
+ * Decode img and apply the model's eval transform into m->input.  Returns
+ * false (after a DEBUG1 message) for an unusable image when skip_bad_image,
+ * otherwise raises the image core's error with bad_image_hint.
+ */
 static bool
 prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image,
 			  const char *bad_image_hint)
@@ -189,13 +188,16 @@ prepare_input(tl_cached_model *m, const bytea *img, bool skip_bad_image,
 	tl_pg_raise(&err, "could not decode image");
 }
 
-/* Forward pass + softmax into m->probs, with transfer.predict_threads threads. */
+/*
+ * Forward pass + softmax into m->probs.  Callers set transfer.predict_threads
+ * threads (tl_predict_use_threads) before prepare_input, whose transform
+ * runs on them too.
+ */
 static void
 run_model(tl_cached_model *m)
 {
 	tl_error	err;
 
-	tl_predict_use_threads();
 	tl_error_clear(&err);
 	if (tl_resnet_predict(m->net, m->input, 1, m->probs, &err) != TL_OK)
 		tl_pg_raise(&err, psprintf("predicting with model \"%s\"", m->name));
@@ -346,6 +348,7 @@ topk_compute(FunctionCallInfo fcinfo)
 				 errmsg("k must be at least 1, not %d", k)));
 	/* not extension_schema(): fn_extra holds the SRF's FuncCallContext */
 	m = tl_model_cache_get(model_arg(fcinfo, 2), get_func_namespace(fcinfo->flinfo->fn_oid));
+	tl_predict_use_threads();
 	prepare_input(m, img, false, PREDICT_HINT);
 	run_model(m);
 
@@ -564,22 +567,13 @@ tl_evaluate(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 			if (from_relation)
 			{
-				/*
-				 * tl_train's rules (train/source.c): rows without an image or
-				 * label, over the size limits, or with unusable bytes, are
-				 * skipped
-				 */
-				tl_image_format fmt;
+				/* tl_train's rules (train/source.c): such rows are skipped */
 				size_t		len;
 				int			w,
 							h;
-				tl_error	e;
 
 				if (isnull || label == NULL || label[0] == '\0' ||
-					(int64) (toast_raw_datum_size(imgd) - VARHDRSZ) >
-					(int64) tl_guc_max_image_file_size * 1024 ||
-					tl_probe_image_datum(imgd, &len, &fmt, &w, &h, &e) != TL_OK ||
-					(int64) w * h > tl_guc_max_image_pixels)
+					tl_image_datum_usability(imgd, &len, &w, &h) != TL_IMAGE_USABLE)
 				{
 					skipped++;
 					continue;

@@ -89,8 +89,9 @@ round_half_even_half(int d)
 
 /*
  * Output rows [row0, row1) of the evaluation transform before ToTensor, as
- * (row1 - row0) * crop * 3 bytes at out.  Every output pixel depends only on
- * its own resampling weights, so any split of the rows gives the same bytes.
+ * (row1 - row0) * crop * 3 bytes at out; the callers check the row range.
+ * Every output pixel depends only on its own resampling weights, so any
+ * split of the rows gives the same bytes.
  */
 static tl_code
 eval_rgb8_rows(const tl_image *img, int resize, int crop, int row0, int row1,
@@ -115,9 +116,6 @@ eval_rgb8_rows(const tl_image *img, int resize, int crop, int row0, int row1,
 		(rc = check_output_size("resize", resize, err)) != TL_OK ||
 		(rc = check_output_size("crop size", crop, err)) != TL_OK)
 		return rc;
-	if (row0 < 0 || row1 > crop || row0 >= row1)
-		return tl_fail(err, TL_E_INVALID, "rows %d..%d are not within the %d-row crop",
-					   row0, row1, crop);
 	w = img->width;
 	h = img->height;
 
@@ -162,10 +160,6 @@ tl_code
 tl_transform_eval_rgb8(const tl_image *img, int resize, int crop, uint8_t *out,
 					   tl_error *err)
 {
-	tl_code		rc;
-
-	if ((rc = check_output_size("crop size", crop, err)) != TL_OK)
-		return rc;
 	return eval_rgb8_rows(img, resize, crop, 0, crop, out, err);
 }
 
@@ -194,10 +188,6 @@ tl_transform_eval_rows(const tl_image *img, int resize, int crop, int row0, int 
 tl_code
 tl_transform_eval(const tl_image *img, int resize, int crop, float *out, tl_error *err)
 {
-	tl_code		rc;
-
-	if ((rc = check_output_size("crop size", crop, err)) != TL_OK)
-		return rc;
 	return tl_transform_eval_rows(img, resize, crop, 0, crop, out, err);
 }
 

@@ -472,6 +472,8 @@ pack_conv(tl_resnet *net, const tl_conv_layer *conv)
  * thread count, so a prediction is bitwise the same with any number of
  * threads (a serial query uses several, each process of a parallel query
  * one).  2 is the split 2 threads have always used: the parity-tested one.
+ * (tl_sgemm's AVX-512 kernel gives the same bits for any split; the fixed
+ * split matters in builds where it calls OpenBLAS.)
  * Train forwards keep splitting by the thread count (a run is reproducible
  * for its recorded thread count).
  */

@@ -22,7 +22,6 @@
 
 #include <math.h>
 
-#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "catalog/namespace.h"
@@ -307,10 +306,8 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 			char	   *label = SPI_getvalue(tup, desc, 2);
 			char	   *split = SPI_getvalue(tup, desc, 3);
 			size_t		len;
-			tl_image_format fmt;
 			int			w,
 						h;
-			tl_error	err;
 			int			s = -1;
 
 			if (img_null)
@@ -334,21 +331,16 @@ tl_source_read(tl_source *src, double val_fraction, int64 seed, tl_dataset_info 
 				else
 					continue;	/* 'test' and others are not the run's */
 			}
-			len = toast_raw_datum_size(imgd) - VARHDRSZ;
-			if ((int64) len > (int64) tl_guc_max_image_file_size * 1024)
+			switch (tl_image_datum_usability(imgd, &len, &w, &h))
 			{
-				too_big++;
-				continue;
-			}
-			if (tl_probe_image_datum(imgd, &len, &fmt, &w, &h, &err) != TL_OK)
-			{
-				bad++;
-				continue;
-			}
-			if ((int64) w * h > tl_guc_max_image_pixels)
-			{
-				too_big++;
-				continue;
+				case TL_IMAGE_USABLE:
+					break;
+				case TL_IMAGE_TOO_BIG:
+					too_big++;
+					continue;
+				case TL_IMAGE_UNREADABLE:
+					bad++;
+					continue;
 			}
 			tl_data_size_add(size, len, w, h);
 			if (n == cap)
