@@ -25,6 +25,21 @@
 
 #define TL_MAX_THREADS 64
 
+/*
+ * The grain for tl_parallel_for that splits n items into as many slices as
+ * the threads allow but at most max_slices (a caller with that many
+ * per-slice buffers).  The grain is a minimum per slice, so ceil(n / max)
+ * is too coarse: 7 items in at most 2 slices with a grain of 4 run as one
+ * slice of 7.
+ */
+static inline int64_t
+tl_grain_for_slices(int64_t n, int64_t max_slices)
+{
+	if (max_slices >= tl_get_num_threads())
+		return 1;
+	return max_slices < 1 ? n : n / (max_slices + 1) + 1;
+}
+
 /* Keep OpenBLAS on the calling thread (once per process; cheap to repeat). */
 void		tl_blas_single_threaded(void);
 

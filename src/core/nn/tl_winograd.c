@@ -669,7 +669,7 @@ forward(float *y, const float *x, const float *u, float *ws, const tl_conv_shape
 					slices = j.T / FUSE_TILES;	/* thread slices the workspace holds */
 
 		/* the choice and the blocks do not depend on the thread count: nor do the results */
-		tl_parallel_for(blocks, (blocks + slices - 1) / slices, fused_forward_range, &j);
+		tl_parallel_for(blocks, tl_grain_for_slices(blocks, slices), fused_forward_range, &j);
 		return;
 	}
 	tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
@@ -809,7 +809,7 @@ fused_backward(wino_job *j, float *dx, float *dw, int parts, bool accumulate)
 		const int64_t nb = (blocks - j->parity + 1) / 2;
 
 		if (nb > 0)
-			tl_parallel_for(nb, (nb + fit - 1) / fit, fused_backward_range, j);
+			tl_parallel_for(nb, tl_grain_for_slices(nb, fit), fused_backward_range, j);
 	}
 	if (dw)
 	{
@@ -861,7 +861,7 @@ tl_winograd_backward(float *dx, float *dw, const float *dy, const float *x, cons
 		tl_parallel_for(j.T, TILE_GRAIN, input_range, &j);
 	tl_parallel_for(j.T, TILE_GRAIN, dy_range, &j);
 	/* at most `parts` slices: each needs its own wtmp/wacc when chunking */
-	tl_parallel_for(XI, (XI + parts - 1) / parts, backward_gemms, &j);
+	tl_parallel_for(XI, tl_grain_for_slices(XI, parts), backward_gemms, &j);
 	if (dw)
 	{
 		weight_job	wj = {.dw = dw, .du = j.du, .c = s->c, .oc = s->oc};

@@ -570,6 +570,22 @@ test_parallel(void)
 			good = 0;
 	ok(good, "every index visited once per call");
 
+	/* a caller with per-slice buffers: as many slices as allowed, never more */
+	for (int64_t n = 1; n <= 40; n++)
+		for (int64_t max = 1; max <= 4; max++)
+		{
+			int			used = tl_parallel_for(n, tl_grain_for_slices(n, max), mark, NULL);
+			int			want = n >= 2 && max >= 2 ? 2 : 1;
+
+			if (used != want)
+			{
+				diag("n %lld, at most %lld slices: %d used, %d wanted",
+					 (long long) n, (long long) max, used, want);
+				good = 0;
+			}
+		}
+	ok(good, "tl_grain_for_slices: 7 blocks in at most 2 slices run on both threads");
+
 	/*
 	 * Fork safety: a child of a process whose pool exists (a PostgreSQL
 	 * backend forked from a postmaster that trained) builds its own pool.
