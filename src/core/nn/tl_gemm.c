@@ -37,7 +37,8 @@
 
 #define MR 8					/* rows of op(A) per tile */
 #define NR 32					/* columns of op(B) per tile (two vectors) */
-#define PF_ROWS 16				/* prefetch distance in rows of B */
+#define PF_ROWS 16				/* prefetch distance into L1, in rows of B */
+#define PF_FAR_ROWS 96			/* ... and into L2, on a panel's first pass */
 
 /*
  * Rows [0, R) x the NR (masked: m0, m1) columns of C at c.  at: op(A) is
@@ -45,7 +46,7 @@
  */
 static inline __attribute__((always_inline)) void
 tile(const int R, const bool at, int K, const float *a, int64_t lda, const float *b,
-	 int64_t ldb, float *c, int64_t ldc, __mmask16 m0, __mmask16 m1, bool add)
+	 int64_t ldb, float *c, int64_t ldc, __mmask16 m0, __mmask16 m1, bool add, bool far)
 {
 	__m512		acc0[MR],
 				acc1[MR];
@@ -64,6 +65,15 @@ tile(const int R, const bool at, int K, const float *a, int64_t lda, const float
 		/* rows of B are ldb apart: the hardware prefetcher misses them */
 		_mm_prefetch((const char *) (bk + PF_ROWS * ldb), _MM_HINT_T0);
 		_mm_prefetch((const char *) (bk + PF_ROWS * ldb + 16), _MM_HINT_T0);
+		if (far)
+		{
+			/* past the panel's last row: the next panel's first rows */
+			const float *f = k + PF_FAR_ROWS < K ? bk + PF_FAR_ROWS * ldb :
+				b + (int64_t) (k + PF_FAR_ROWS - K) * ldb + NR;
+
+			_mm_prefetch((const char *) f, _MM_HINT_T1);
+			_mm_prefetch((const char *) (f + 16), _MM_HINT_T1);
+		}
 
 		for (int r = 0; r < R; r++)
 		{
@@ -90,9 +100,9 @@ tile(const int R, const bool at, int K, const float *a, int64_t lda, const float
 #define TILE_CASE(R) \
 	case R: \
 		if (at) \
-			tile(R, true, K, a, lda, b, ldb, c, ldc, m0, m1, add); \
+			tile(R, true, K, a, lda, b, ldb, c, ldc, m0, m1, add, i0 == 0); \
 		else \
-			tile(R, false, K, a, lda, b, ldb, c, ldc, m0, m1, add); \
+			tile(R, false, K, a, lda, b, ldb, c, ldc, m0, m1, add, i0 == 0); \
 		break
 
 /* Columns [0, w) of C against the panel b (row k at b + k * ldb), all rows. */
