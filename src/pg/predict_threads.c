@@ -16,9 +16,6 @@
  */
 #include "postgres.h"
 
-#include <sched.h>
-#include <unistd.h>
-
 #include "access/parallel.h"
 #include "fmgr.h"
 
@@ -28,32 +25,6 @@
 
 /* The automatic choice never takes more than this many threads. */
 #define TL_PREDICT_AUTO_MAX_THREADS 4
-
-/* CPUs this process may run on (its affinity mask: cpusets, taskset), at least 1. */
-static int
-usable_cpus(void)
-{
-	static pid_t counted_in = 0;
-	static int	cpus = 1;
-
-	if (counted_in != getpid())
-	{
-		cpu_set_t	set;
-		long		online;
-
-		CPU_ZERO(&set);
-		if (sched_getaffinity(0, sizeof(set), &set) == 0)
-			cpus = CPU_COUNT(&set);
-		else if ((online = sysconf(_SC_NPROCESSORS_ONLN)) > 0)
-			cpus = (int) Min(online, 1024);
-		else
-			cpus = 1;
-		if (cpus < 1)
-			cpus = 1;
-		counted_in = getpid();
-	}
-	return cpus;
-}
 
 /*
  * Threads for a prediction in this process now:
@@ -71,7 +42,7 @@ tl_predict_thread_count(void)
 		return tl_guc_blas_threads;
 	if (IsParallelWorker() || ParallelContextActive())
 		return 1;
-	return Min(usable_cpus(), TL_PREDICT_AUTO_MAX_THREADS);
+	return Min(tl_usable_cpus(), TL_PREDICT_AUTO_MAX_THREADS);
 }
 
 /* Set the core's thread count for the prediction about to run. */

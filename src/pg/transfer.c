@@ -151,4 +151,6 @@ _PG_init(void)
 	tl_start_wait_define_guc();
 
 	MarkGUCPrefixReserved("transfer");
+
+	tl_parallel_plan_install();
 }

@@ -17,5 +17,7 @@ extern bool tl_guc_model_files;	/* model_file.c */
 extern void tl_debug_pause_define_guc(void);
 /* train/start_wait.c: defines transfer.train_start_timeout */
 extern void tl_start_wait_define_guc(void);
+/* parallel_plan.c: the planner hook that offers prediction scans parallel plans */
+extern void tl_parallel_plan_install(void);
 
 #endif

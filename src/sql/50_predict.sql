@@ -48,39 +48,56 @@ $$;
 COMMENT ON FUNCTION @extschema@.tl_deploy(text) IS
 	'Make model the one tl_predict(img) uses when no model is named; returns the deployment id.';
 
+-- The support function of the per-image prediction functions.  It changes no
+-- call; it marks them for the extension's planner hook, which offers a query
+-- that predicts over a table's rows a parallel plan even when the table's
+-- heap is small (images are TOASTed), and calling it at planning time loads
+-- the library that installs the hook (src/pg/parallel_plan.c).
+CREATE FUNCTION @extschema@.tl_predict_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'tl_predict_support'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.tl_predict_support(internal) IS
+	'Planner support of tl_predict and the other per-image prediction functions (parallel plans for scans of small heaps).';
+
 CREATE FUNCTION @extschema@.tl_predict(img bytea) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_predict(bytea) IS
 	'Class predicted for the image by the deployed model (before any deployment: the newest trained model).';
 
 CREATE FUNCTION @extschema@.tl_predict(img bytea, model text) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_predict(bytea, text) IS
 	'Class predicted for the image by the named model.';
 
 CREATE FUNCTION @extschema@.tl_try_predict(img bytea) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_try_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea) IS
 	'Like tl_predict(img), but NULL for an image that can''t be decoded (other errors still raise).';
 
 CREATE FUNCTION @extschema@.tl_try_predict(img bytea, model text) RETURNS text
 AS 'MODULE_PATHNAME', 'tl_try_predict'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_try_predict(bytea, text) IS
 	'Like tl_predict(img, model), but NULL for an image that can''t be decoded (other errors still raise).';
 
 CREATE FUNCTION @extschema@.tl_predict_proba(img bytea) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tl_predict_proba'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea) IS
 	'Probability of every class (softmax of the logits) as {"class": probability}, by the default model.';
 
 CREATE FUNCTION @extschema@.tl_predict_proba(img bytea, model text) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tl_predict_proba'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support;
 COMMENT ON FUNCTION @extschema@.tl_predict_proba(bytea, text) IS
 	'Probability of every class (softmax of the logits) as {"class": probability}, by the named model.';
 
@@ -88,7 +105,8 @@ CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer,
 	OUT rank integer, OUT class text, OUT probability double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'tl_predict_topk'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000 ROWS 5;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support ROWS 5;
 COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer) IS
 	'The k most probable classes by the default model, rank 1 first.';
 
@@ -96,7 +114,8 @@ CREATE FUNCTION @extschema@.tl_predict_topk(img bytea, k integer, model text,
 	OUT rank integer, OUT class text, OUT probability double precision)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'tl_predict_topk'
-LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000 ROWS 5;
+LANGUAGE C STRICT STABLE PARALLEL SAFE COST 10000
+SUPPORT @extschema@.tl_predict_support ROWS 5;
 COMMENT ON FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) IS
 	'The k most probable classes by the named model, rank 1 first.';
 

@@ -20,10 +20,14 @@
  * that it covers.  On a host whose cores are oversubscribed a spinning
  * thread takes time from others, so 0 turns it off.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE				/* sched_getaffinity, CPU_COUNT */
+#endif
 #include "tl_nn_internal.h"
 #include "tl_resnet.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -317,4 +321,30 @@ int
 tl_get_num_threads(void)
 {
 	return tl_num_threads;
+}
+
+/* CPUs this process may run on (its affinity mask: cpusets, taskset), at least 1. */
+int
+tl_usable_cpus(void)
+{
+	static pid_t counted_in = 0;
+	static int	cpus = 1;
+
+	if (counted_in != getpid())
+	{
+		cpu_set_t	set;
+		long		online;
+
+		CPU_ZERO(&set);
+		if (sched_getaffinity(0, sizeof(set), &set) == 0)
+			cpus = CPU_COUNT(&set);
+		else if ((online = sysconf(_SC_NPROCESSORS_ONLN)) > 0)
+			cpus = (int) (online < 1024 ? online : 1024);
+		else
+			cpus = 1;
+		if (cpus < 1)
+			cpus = 1;
+		counted_in = getpid();
+	}
+	return cpus;
 }

@@ -63,6 +63,8 @@ void		tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const
 /* Process-wide compute threads: the core's pool runs every kernel, GEMMs included. */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
+/* CPUs this process may run on (its affinity mask: cpusets, taskset), at least 1. */
+int			tl_usable_cpus(void);
 /*
  * How long (microseconds) an idle pool thread, and a caller waiting for the
  * pool, spin before they sleep on a condition variable; 0: never.  Spinning

@@ -165,3 +165,19 @@ ALTER FUNCTION @extschema@.tl_predict_proba(bytea) COST 10000;
 ALTER FUNCTION @extschema@.tl_predict_proba(bytea, text) COST 10000;
 ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer) COST 10000;
 ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) COST 10000;
+
+-- ---- parallel plans for predictions over small heaps (issue 14) ----
+CREATE FUNCTION @extschema@.tl_predict_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'tl_predict_support'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.tl_predict_support(internal) IS
+	'Planner support of tl_predict and the other per-image prediction functions (parallel plans for scans of small heaps).';
+ALTER FUNCTION @extschema@.tl_predict(bytea) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_predict(bytea, text) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_try_predict(bytea) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_try_predict(bytea, text) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_predict_proba(bytea) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_predict_proba(bytea, text) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_predict_topk(bytea, integer, text) SUPPORT @extschema@.tl_predict_support;
+ALTER FUNCTION @extschema@.tl_embed(bytea, text) SUPPORT @extschema@.tl_predict_support;
