@@ -72,6 +72,7 @@ SELECT is_empty(
 			'tl_predict_topk',			-- same
 			'tl_embed',					-- same (model_cache.c only)
 			'tl_model_cache',			-- no queries
+			'tl_predict_support',		-- no queries (planner support: answers nothing)
 			'tl_train',					-- train/api.c: resolves dataset with the caller's path,
 										--   then sets pg_catalog, pg_temp itself
 			'tl_evaluate'				-- predict.c: qualified table, OPERATOR(pg_catalog.=)
