@@ -231,7 +231,8 @@ torch_predict() {
 
 # A user's table with default settings (only the serial case sets one), after
 # a warm-up in the same session.  The plan's worker count is recorded: with
-# TOASTed images the heap is far below min_parallel_table_scan_size.
+# TOASTed images the heap is far below min_parallel_table_scan_size, so the
+# workers are the extension's planner hook's (src/pg/parallel_plan.c).
 user_query="SELECT count(tl_predict(img, 'bench-base')) FROM photos"
 ours_user_predict() {
 	local key=$1 settings=$2 res
