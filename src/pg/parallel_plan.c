@@ -71,8 +71,7 @@ calls_prediction_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, FuncExpr) && OidIsValid(support_oid) &&
-		get_func_support(((FuncExpr *) node)->funcid) == support_oid)
+	if (IsA(node, FuncExpr) && get_func_support(((FuncExpr *) node)->funcid) == support_oid)
 		return true;
 	return expression_tree_walker(node, calls_prediction_walker, context);
 }
@@ -99,12 +98,10 @@ calls_prediction(PlannerInfo *root, RelOptInfo *rel)
 static int
 prediction_workers(RelOptInfo *rel)
 {
-	int			processes = tl_usable_cpus();
-	int			workers = parallel_leader_participation ? processes - 1 : processes;
+	int			leader = parallel_leader_participation ? 1 : 0;
+	int			workers = Min(tl_usable_cpus() - leader, max_parallel_workers_per_gather);
 
-	workers = Min(workers, max_parallel_workers_per_gather);
-	processes = workers + (parallel_leader_participation ? 1 : 0);
-	if (workers < 1 || rel->pages < (BlockNumber) (TL_PAGES_PER_PROCESS * processes))
+	if (workers < 1 || rel->pages < (BlockNumber) (TL_PAGES_PER_PROCESS * (workers + leader)))
 		return 0;
 	return workers;
 }
@@ -126,9 +123,9 @@ tl_set_rel_pathlist(PlannerInfo *root, RelOptInfo *rel, Index rti, RangeTblEntry
 		return;
 	if (!rel->consider_parallel || rel->partial_pathlist != NIL || rel->rel_parallel_workers != -1)
 		return;
-	if (!OidIsValid(support_oid) || !calls_prediction(root, rel))
-		return;
-	if ((workers = prediction_workers(rel)) == 0)
+	/* the cheap checks first: this runs for every single-table query of the session */
+	if (!OidIsValid(support_oid) || (workers = prediction_workers(rel)) == 0 ||
+		!calls_prediction(root, rel))
 		return;
 	add_partial_path(rel, create_seqscan_path(root, rel, NULL, workers));
 }

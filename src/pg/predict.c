@@ -134,21 +134,20 @@ transform_parallel(const tl_image *img, int resize, int crop, float *out, tl_err
 	int			threads = tl_get_num_threads();
 	transform_job j = {img, resize, crop, out};
 	int			parts;
+	tl_code		rc;
 
 	if (threads <= 1 || crop < 32)
 		return tl_transform_eval(img, resize, crop, out, err);
 	j.rc = palloc(sizeof(tl_code) * threads);
 	j.err = palloc(sizeof(tl_error) * threads);
 	parts = tl_parallel_for(crop, 16, transform_part, &j);
-	for (int i = 0; i < parts; i++)
-		if (j.rc[i] != TL_OK)
-		{
+	rc = TL_OK;
+	for (int i = 0; i < parts && rc == TL_OK; i++)
+		if ((rc = j.rc[i]) != TL_OK)
 			*err = j.err[i];
-			return j.rc[i];
-		}
 	pfree(j.rc);
 	pfree(j.err);
-	return TL_OK;
+	return rc;
 }
 
 /*
