@@ -26,6 +26,7 @@ int			tl_guc_train_threads = 2;
 int			tl_guc_train_memory_limit = 4096;
 int			tl_guc_conv_algorithm = TL_CONV_WINOGRAD;
 static int	tl_guc_thread_spin_us = TL_DEFAULT_SPIN_US;
+static bool tl_guc_huge_pages = false;
 bool		tl_guc_model_files = true;
 
 static const struct config_enum_entry conv_algorithm_options[] = {
@@ -44,6 +45,12 @@ static void
 assign_thread_spin(int newval, void *extra)
 {
 	tl_set_spin_us(newval);
+}
+
+static void
+assign_huge_pages(bool newval, void *extra)
+{
+	tl_set_huge_pages(newval);
 }
 
 static void
@@ -111,6 +118,16 @@ _PG_init(void)
 							 &tl_guc_model_files,
 							 true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("transfer.huge_pages",
+							 "Whether the networks' large buffers are advised onto transparent huge pages.",
+							 "Fewer page faults, but on a virtual machine that returns free memory to its "
+							 "host a fresh 2 MB page can cost several times what 4 kB pages do "
+							 "(docs/performance.md).  Applies to buffers allocated after the change, "
+							 "in every process, training workers included.",
+							 &tl_guc_huge_pages,
+							 false,
+							 PGC_SIGHUP, 0, NULL, assign_huge_pages, NULL);
 
 	DefineCustomIntVariable("transfer.model_cache_size",
 							"Models each process keeps loaded for prediction.",

@@ -1,16 +1,19 @@
 /*
  * tl_memory.c - the network's large buffers (weights, their kernel
- * layouts, the planned arena) on transparent huge pages where the kernel
- * offers them.
+ * layouts, the planned arena, the gradients): 64-byte aligned, and on
+ * transparent huge pages only when asked (tl_set_huge_pages,
+ * transfer.huge_pages).
  *
- * A freshly loaded model touches some 170 MB of new memory before its first
- * prediction ends (weights, Winograd-transformed weights, activations).  In
- * 4 kB pages that is over 40,000 page faults, most of a first call's time
- * on a virtual machine, where a fault is expensive.  Linux's default THP
- * mode ("madvise") only backs memory with 2 MB pages when asked, so buffers
- * of at least TL_HUGE_MIN_BYTES are allocated 2 MB-aligned and advised
- * MADV_HUGEPAGE: about 85 faults instead.  Where that is unavailable the
- * advice is ignored and nothing else changes.  Values are never affected.
+ * Whether 2 MB pages pay depends on the machine.  A buffer advised
+ * MADV_HUGEPAGE (Linux's default THP mode, "madvise", backs nothing else
+ * with them) takes ~85 faults instead of 40,000 for a model's 170 MB.  But
+ * a virtual machine whose guest reports free memory to its host
+ * (virtio-balloon free page reporting) hands idle 2 MB blocks back, and
+ * THP allocates exactly those: on the 2-core VM of docs/performance.md a
+ * fresh huge page cost 2.2 ms per MB to fault in, 4 kB pages 0.4 ms/MB.
+ * There a finetune run's first step took 380-430 ms with huge pages and
+ * 130-140 ms without; later steps and predictions were the same within
+ * noise.  So they are off by default.  Values are never affected.
  */
 #include "tl_nn_internal.h"
 #include "tl_resnet.h"
@@ -23,6 +26,20 @@
 
 #define TL_HUGE_PAGE ((size_t) 2 << 20)
 #define TL_HUGE_MIN_BYTES ((size_t) 4 << 20)
+
+static bool huge_pages = false;
+
+void
+tl_set_huge_pages(bool on)
+{
+	huge_pages = on;
+}
+
+bool
+tl_get_huge_pages(void)
+{
+	return huge_pages;
+}
 
 static void
 zero_range(void *p, int64_t begin, int64_t end, int chunk)
@@ -44,7 +61,7 @@ tl_alloc_large(size_t bytes)
 	if (bytes == 0)
 		bytes = 64;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-	if (bytes >= TL_HUGE_MIN_BYTES)
+	if (huge_pages && bytes >= TL_HUGE_MIN_BYTES)
 	{
 		size_t		rounded = (bytes + TL_HUGE_PAGE - 1) & ~(TL_HUGE_PAGE - 1);
 

@@ -45,7 +45,7 @@ void		tl_blas_single_threaded(void);
 
 /* ---- large buffers (tl_memory.c) ---- */
 
-/* 64-byte aligned, on transparent huge pages when large; NULL if out of memory; free() it. */
+/* 64-byte aligned (on huge pages when large and tl_set_huge_pages says so); NULL if out of memory; free() it. */
 void	   *tl_alloc_large(size_t bytes);
 /*
  * Zero bytes at p on the compute threads.  For fresh memory the page

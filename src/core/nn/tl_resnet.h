@@ -63,6 +63,13 @@ void		tl_linear_backward(float *dx, float *dw, float *db, const float *dy, const
 /* Process-wide compute threads: the core's pool runs every kernel, GEMMs included. */
 void		tl_set_num_threads(int n);
 int			tl_get_num_threads(void);
+/*
+ * Whether the network's large buffers allocated from now on are advised
+ * onto transparent huge pages (tl_memory.c says when that pays); default
+ * off.  Set it from one thread, before planning.
+ */
+void		tl_set_huge_pages(bool on);
+bool		tl_get_huge_pages(void);
 /* CPUs this process may run on (its affinity mask: cpusets, taskset), at least 1. */
 int			tl_usable_cpus(void);
 /*
