@@ -76,8 +76,21 @@ SELECT (tl_evaluate('feat-a', 'featset', 'val')->>'accuracy')::float8 = r.best_v
 FROM tl_runs r JOIN tl_run_epochs e ON e.run = r.id AND e.epoch = r.best_epoch AND e.phase = 'val'
 WHERE r.id = :run_a;
 
+-- The same without cache_features: the val images' eval crops are made once
+-- while the worker loads them (src/pg/train/images.c) and every epoch
+-- normalises those; its val metrics are still tl_evaluate's, which decodes
+-- and transforms each image itself.
+SET client_min_messages = warning;
+SELECT tl_train('feature_extractor', 'featset', base_model => 'feat-base', image_size => 32, batch_size => 3,
+				epochs => 2, seed => 11, model_name => 'feat-u', wait => true) AS run_u \gset
+RESET client_min_messages;
+SELECT (tl_evaluate('feat-u', 'featset', 'val')->>'accuracy')::float8 = r.best_val_acc AS val_acc_matches,
+	   abs((tl_evaluate('feat-u', 'featset', 'val')->>'loss')::float8 - e.loss) < 1e-5 AS val_loss_matches
+FROM tl_runs r JOIN tl_run_epochs e ON e.run = r.id AND e.epoch = r.best_epoch AND e.phase = 'val'
+WHERE r.id = :run_u;
+
 -- Leave the database as the other tests expect it.
-DELETE FROM tl_runs WHERE id IN (:base_run, :run_a, :run_b, :run_c);
+DELETE FROM tl_runs WHERE id IN (:base_run, :run_a, :run_b, :run_c, :run_u);
 DELETE FROM tl_stored_models WHERE name LIKE 'feat-%';
 DELETE FROM tl_images WHERE dataset = 'featset';
 SELECT setval('tl_images_id_seq', :images_seq, :'images_seq_called') IS NOT NULL AS images_seq_restored,

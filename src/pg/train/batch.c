@@ -1,8 +1,9 @@
 /*
  * train/batch.c - the training worker's per-image work spread over the
  * compute threads (transfer.train_threads): checking that the images of a
- * fetched chunk decode, and decoding and transforming the images of a batch
- * (the run holds only their compressed bytes).
+ * fetched chunk decode (keeping a val image's eval crop when asked), and
+ * decoding and transforming the images of a batch (the run holds only
+ * their compressed bytes, and the crops).
  *
  * Between GEMMs the engine's pool is idle, so this work would otherwise run
  * on one core while the others wait.  Results do not depend on the thread
@@ -25,9 +26,12 @@ typedef struct decode_job
 {
 	const tl_blob *images;
 	int64		max_pixels;
+	int			size;			/* crop size of the eval transform */
+	int			resize;
 	double	   *decoded;		/* bytes of each decoded image */
 	tl_code    *rc;
 	tl_error   *err;
+	bool	   *decode_failed;
 } decode_job;
 
 static void
@@ -42,13 +46,17 @@ check_range(void *arg, int64_t begin, int64_t end, int chunk)
 		memset(&img, 0, sizeof(img));
 		j->rc[i] = tl_image_decode(j->images[i].data, j->images[i].len, j->max_pixels,
 								   &img, &j->err[i]);
+		j->decode_failed[i] = j->rc[i] != TL_OK;
 		j->decoded[i] = j->rc[i] == TL_OK ? 3.0 * img.width * img.height : 0;
+		/* the same bytes the eval transform gives each epoch (tl_normalize_rgb8 follows) */
+		if (j->rc[i] == TL_OK && j->images[i].crop != NULL)
+			j->rc[i] = tl_transform_eval_rgb8(&img, j->resize, j->size, j->images[i].crop, &j->err[i]);
 		tl_image_free(&img);
 	}
 }
 
 void
-tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_decoded)
+tl_check_images(const tl_blob *images, int n, const int64 *ids, int size, double *max_decoded)
 {
 	decode_job	j;
 
@@ -56,20 +64,26 @@ tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_deco
 		return;
 	j.images = images;
 	j.max_pixels = tl_guc_max_image_pixels;
+	j.size = size;
+	j.resize = tl_eval_resize_for(size);
 	j.decoded = palloc(sizeof(double) * n);
 	j.rc = palloc(sizeof(tl_code) * n);
 	j.err = palloc(sizeof(tl_error) * n);
+	j.decode_failed = palloc(sizeof(bool) * n);
 	tl_parallel_for(n, 1, check_range, &j);
 	for (int i = 0; i < n; i++)
 	{
-		if (j.rc[i] != TL_OK)
+		if (j.rc[i] != TL_OK && j.decode_failed[i])
 			tl_pg_raise_bad_image(ids[i], tl_pg_sqlstate(j.err[i].code),
 								  psprintf("could not decode image %lld: %s", (long long) ids[i], j.err[i].message));
+		if (j.rc[i] != TL_OK)
+			tl_pg_raise(&j.err[i], "eval transform");
 		*max_decoded = Max(*max_decoded, j.decoded[i]);
 	}
 	pfree(j.decoded);
 	pfree(j.rc);
 	pfree(j.err);
+	pfree(j.decode_failed);
 }
 
 typedef struct transform_job
@@ -102,6 +116,14 @@ transform_range(void *arg, int64_t begin, int64_t end, int chunk)
 		const tl_blob *b = &j->images[j->idx[i]];
 		tl_image	img;
 
+		if (j->rngs == NULL && b->crop != NULL)
+		{
+			/* a val image's crop, kept since loading (check_range) */
+			tl_normalize_rgb8(b->crop, (size_t) j->size * j->size, j->x + i * per);
+			j->rc[i] = TL_OK;
+			j->decode_failed[i] = false;
+			continue;
+		}
 		memset(&img, 0, sizeof(img));
 		j->rc[i] = tl_image_decode(b->data, b->len, j->max_pixels, &img, &j->err[i]);
 		j->decode_failed[i] = j->rc[i] != TL_OK;

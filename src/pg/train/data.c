@@ -217,7 +217,8 @@ resnet18_params(int width, int num_classes)
 /*
  * A deliberately generous estimate: the images' compressed bytes (kept for
  * the whole run; a batch decodes its images, one per compute thread at a
- * time, twice for the transform's resized copy), cached features, seven
+ * time, twice for the transform's resized copy), the val images' crops or
+ * cached features, seven
  * copies of the parameters (below) and, per image of a batch, the
  * activations a training step keeps plus their gradients and the largest
  * im2col workspace.
@@ -241,6 +242,8 @@ tl_train_memory_estimate(const tl_run_args *args, const tl_data_size *size)
 		images += 2.0 * Max(args->threads, 1) * size->max_decoded;
 		if (args->cache_features)
 			images += 4.0 * 8 * args->base_width * size->n;
+		else
+			images += Min(3.0 * s2 * size->n, TL_VAL_CROPS_BYTES);	/* val crops */
 	}
 	/*
 	 * params, gradients, momentum, best weights, a checkpoint copy,

@@ -4,7 +4,9 @@
  * image's compressed bytes (a JPEG is ~5x smaller than its pixels) and
  * decodes it in each batch that uses it (batch.c); while loading, each image
  * is decoded once on the compute threads to check it, so that a bad image
- * fails the run before its first epoch.  A new run takes the dataset in
+ * fails the run before its first epoch; that decode also makes a val
+ * image's eval crop, kept up to TL_VAL_CROPS_BYTES per run (the eval
+ * transform is deterministic: every epoch would make the same bytes).  A new run takes the dataset in
  * ImageFolder order and records its classes in tl_runs.args; a resumed run
  * reloads exactly the images of its checkpoint.
  */
@@ -61,6 +63,8 @@ load_images(const tl_run_args *args, const tl_source *src, run_data *d, bool by_
 	int			cap = by_ids ? n_total : 256;
 	int			n = 0;
 	bool	   *seen = NULL;
+	double		crop_bytes = 3.0 * args->image_size * args->image_size;
+	double		crops_bytes = 0;
 
 	initStringInfo(&q);
 	if (by_ids)
@@ -187,13 +191,21 @@ load_images(const tl_run_args *args, const tl_source *src, run_data *d, bool by_
 			len = VARSIZE_ANY_EXHDR(img);
 			W.images[idx].data = (uint8 *) VARDATA_ANY(img);
 			W.images[idx].len = len;
+			/* a val image's eval crop is made while it is checked (batch.c) */
+			W.images[idx].crop = NULL;
+			if ((by_ids ? idx >= d->n_train : strcmp(split, "val") == 0) && !args->cache_features &&
+				crops_bytes + crop_bytes <= TL_VAL_CROPS_BYTES)
+			{
+				W.images[idx].crop = MemoryContextAlloc(W.images_cxt, (Size) crop_bytes);
+				crops_bytes += crop_bytes;
+			}
 			chunk[m] = W.images[idx];
 			chunk_id[m] = id;
 			m++;
 			size.bytes += len;
 			size.n++;
 		}
-		tl_check_images(chunk, m, chunk_id, &size.max_decoded);
+		tl_check_images(chunk, m, chunk_id, args->image_size, &size.max_decoded);
 		/* the table may have grown since tl_train checked its estimate */
 		check_memory_limit(args, &size, limit);
 		tl_debug_pause("load");

@@ -196,22 +196,33 @@ extern bool tl_ckpt_load_meta(int64 run, tl_ckpt *c);
 /* A malloc'd state dict (caller frees with tl_sd_free). */
 extern tl_state_dict *tl_ckpt_load_part(int64 run, const char *part);
 
-/* A run's image as stored: its compressed bytes, decoded when a batch uses it. */
+/*
+ * A run's image as stored: its compressed bytes, decoded when a batch uses
+ * it.  A val image may also have its eval transform's pixels (crop: size^2
+ * RGB bytes, before normalisation), made once while loading, so that no
+ * epoch decodes it again; at most TL_VAL_CROPS_BYTES of them per run.
+ */
 typedef struct tl_blob
 {
 	const uint8 *data;
 	size_t		len;
+	uint8	   *crop;			/* NULL: decoded each time */
 } tl_blob;
+
+#define TL_VAL_CROPS_BYTES ((double) 128 * 1024 * 1024)
 
 /*
  * batch.c: per-image work on the compute threads.  tl_check_images decodes
- * images[0..n) (ids[i]) and drops the pixels: a bad image fails the run
- * while loading, and *max_decoded is raised to the largest decoded size.
- * tl_transform_batch decodes images[idx[i]] and transforms it into
- * x + i * size^2 * 3, with the train transform drawing from rngs[i], or the
- * eval transform when rngs is NULL.  Both ereport the first failure.
+ * images[0..n) (ids[i]), fills the crop of those that have one (eval
+ * transform at size) and drops the pixels: a bad image fails the run while
+ * loading, and *max_decoded is raised to the largest decoded size.
+ * tl_transform_batch transforms images[idx[i]] into x + i * size^2 * 3:
+ * decoded, with the train transform drawing from rngs[i], or with the eval
+ * transform when rngs is NULL (from its crop if it has one).  Both ereport
+ * the first failure.
  */
-extern void tl_check_images(const tl_blob *images, int n, const int64 *ids, double *max_decoded);
+extern void tl_check_images(const tl_blob *images, int n, const int64 *ids, int size,
+							double *max_decoded);
 extern void tl_transform_batch(const tl_blob *images, const int64 *ids, const int *idx, int n,
 							   tl_rng *rngs, int size, float *x);
 
