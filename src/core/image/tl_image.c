@@ -149,3 +149,24 @@ tl_image_decode(const uint8_t *data, size_t len, int64_t max_pixels,
 			return tl_image_unsupported(data, len, f, err);
 	}
 }
+
+tl_code
+tl_image_check(const uint8_t *data, size_t len, int64_t max_pixels,
+			   int *width, int *height, tl_error *err)
+{
+	tl_image	img;
+	tl_code		rc;
+
+	*width = 0;
+	*height = 0;
+	if (tl_image_sniff(data, len) == TL_FMT_JPEG)
+		return tl_jpeg_check(data, len, max_pixels, width, height, err);
+	rc = tl_image_decode(data, len, max_pixels, &img, err);
+	if (rc == TL_OK)
+	{
+		*width = img.width;
+		*height = img.height;
+	}
+	tl_image_free(&img);
+	return rc;
+}

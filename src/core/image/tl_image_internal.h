@@ -12,6 +12,8 @@ tl_code		tl_jpeg_probe(const uint8_t *data, size_t len, int *width, int *height,
 						  tl_error *err);
 tl_code		tl_jpeg_decode(const uint8_t *data, size_t len, int64_t max_pixels,
 						   tl_image *out, tl_error *err);
+tl_code		tl_jpeg_check(const uint8_t *data, size_t len, int64_t max_pixels,
+						  int *width, int *height, tl_error *err);
 tl_code		tl_png_probe(const uint8_t *data, size_t len, int *width, int *height,
 						 tl_error *err);
 tl_code		tl_png_decode(const uint8_t *data, size_t len, int64_t max_pixels,

@@ -64,7 +64,12 @@ check_real(const char *rel, int want_w, int want_h, uint64_t want_hash)
 	}
 	if (is_int(tl_image_decode(data, len, TL_DEFAULT_MAX_PIXELS, &img, &err), TL_OK, "%s decodes", rel))
 	{
+		int			cw,
+					ch;
+		tl_code		crc = tl_image_check(data, len, TL_DEFAULT_MAX_PIXELS, &cw, &ch, &err);
+
 		ok(img.width == want_w && img.height == want_h, "%s is %dx%d", rel, want_w, want_h);
+		ok(crc == TL_OK && cw == want_w && ch == want_h, "%s: tl_image_check agrees (%dx%d)", rel, cw, ch);
 		ok(fnv1a64(img.rgb, (size_t) img.width * img.height * 3) == want_hash,
 		   "%s pixels hash like Pillow's", rel);
 		tl_image_free(&img);
@@ -181,6 +186,37 @@ test_bad_inputs(void)
 		}
 	}
 	ok(clean, "JPEG truncated at each of %zu offsets is corrupt", len - 3);
+	/* tl_image_check (a training run's load) gives the decode's error at each of them */
+	clean = 1;
+	for (size_t n = 0; n < len; n++)
+	{
+		tl_image	img;
+		tl_error	err,
+					cerr;
+		int			cw,
+					ch;
+		tl_code		rc = tl_image_decode(jpg, n, TL_DEFAULT_MAX_PIXELS, &img, &err);
+		tl_code		crc = tl_image_check(jpg, n, TL_DEFAULT_MAX_PIXELS, &cw, &ch, &cerr);
+
+		if (crc != rc || (rc != TL_OK && strcmp(err.message, cerr.message) != 0))
+		{
+			diag("JPEG cut at %zu: decode %s \"%s\", check %s \"%s\"", n, tl_code_name(rc),
+				 err.message, tl_code_name(crc), cerr.message);
+			clean = 0;
+		}
+		tl_image_free(&img);
+	}
+	ok(clean, "tl_image_check fails as the decode does at each of %zu truncations", len);
+	{
+		int			cw,
+					ch;
+		tl_error	err;
+
+		ok(tl_image_check(jpg, len, TL_DEFAULT_MAX_PIXELS, &cw, &ch, &err) == TL_OK && cw == 40 && ch == 30,
+		   "tl_image_check of the whole JPEG: ok, 40x30");
+		is_int(tl_image_check(jpg, len, 40 * 30 - 1, &cw, &ch, &err), TL_E_LIMIT,
+			   "tl_image_check: over the pixel limit like the decode");
+	}
 	expect_failure(jpg, len / 2, TL_E_CORRUPT, "truncated JPEG data", "JPEG cut in half");
 	clean = 1;
 	for (size_t n = 1; n < plen - 12; n++)	/* up to the IEND chunk */

@@ -57,6 +57,18 @@ check_file(const char *dir, char *line, int *counts)
 	if (!ok(data != NULL || len == 0, "%s readable", file))
 		return;
 	rc = tl_image_decode(data ? data : (const uint8_t *) "", len, TL_DEFAULT_MAX_PIXELS, &img, &err);
+	{
+		/* tl_image_check (a training run's load) must give the decode's verdict */
+		tl_error	cerr;
+		int			cw,
+					ch;
+		tl_code		crc = tl_image_check(data ? data : (const uint8_t *) "", len, TL_DEFAULT_MAX_PIXELS,
+										 &cw, &ch, &cerr);
+
+		ok(crc == rc && (rc != TL_OK || (cw == img.width && ch == img.height)) &&
+		   (rc == TL_OK || strcmp(cerr.message, err.message) == 0),
+		   "%s: tl_image_check says %s as the decode does (%s)", file, tl_code_name(crc), tl_code_name(rc));
+	}
 	free(data);
 	if (rc != TL_OK)
 	{
