@@ -1,9 +1,10 @@
 /*
- * tl_jpeg.c - JPEG header probing and decoding through libjpeg-turbo.
+ * tl_jpeg.c - JPEG header probing, decoding and checking through libjpeg-turbo.
  *
  * Pixels must equal Pillow's (which also decodes with libjpeg-turbo), so the
  * decompressor keeps libjpeg's defaults exactly as Pillow does: JDCT_ISLOW,
- * fancy upsampling, no DCT scaling.  CMYK and YCCK files are read as CMYK,
+ * fancy upsampling, no DCT scaling (only a check, which keeps no pixels,
+ * decodes at 1/8 scale).  CMYK and YCCK files are read as CMYK,
  * inverted (Pillow assumes Adobe's inverted CMYK) and converted to RGB with
  * Pillow's integer formula.
  *
