@@ -44,17 +44,13 @@ check_range(void *arg, int64_t begin, int64_t end, int chunk)
 		tl_image	img;
 
 		memset(&img, 0, sizeof(img));
-		if (j->images[i].crop == NULL)
-		{
-			/* the decode's verdict without its pixels */
+		/* pixels only for a crop; otherwise the decode's verdict without them */
+		if (j->images[i].crop != NULL)
+			j->rc[i] = tl_image_decode(j->images[i].data, j->images[i].len, j->max_pixels,
+									   &img, &j->err[i]);
+		else
 			j->rc[i] = tl_image_check(j->images[i].data, j->images[i].len, j->max_pixels,
 									  &img.width, &img.height, &j->err[i]);
-			j->decode_failed[i] = j->rc[i] != TL_OK;
-			j->decoded[i] = j->rc[i] == TL_OK ? 3.0 * img.width * img.height : 0;
-			continue;
-		}
-		j->rc[i] = tl_image_decode(j->images[i].data, j->images[i].len, j->max_pixels,
-								   &img, &j->err[i]);
 		j->decode_failed[i] = j->rc[i] != TL_OK;
 		j->decoded[i] = j->rc[i] == TL_OK ? 3.0 * img.width * img.height : 0;
 		/* the same bytes the eval transform gives each epoch (tl_normalize_rgb8 follows) */
